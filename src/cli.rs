@@ -1,0 +1,239 @@
+//! The command line of DESIGN.md §2: flags defined once with clap, each command a thin call
+//! into the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono_tz::Tz;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::db::{BarFilter, OnConflict, Store};
+use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, generate_into};
+use crate::import::{Format, ImportOptions, import_files};
+use crate::model::{Symbol, Timeframe, parse_time_arg};
+use crate::quickstart;
+
+/// Keep an SQL `market_data` table mirrored as a partitioned Parquet cache.
+#[derive(Debug, Parser)]
+#[command(name = "quiver", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default ./config.toml; built-in defaults if absent).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL, overriding the configuration and QUIVER_DATABASE_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Cache folder, overriding the configuration and QUIVER_CACHE_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// End to end on the embedded default: migrate, import the bundled samples, show them.
+    Quickstart,
+    /// Apply pending migrations (idempotent), or revert the last one.
+    Migrate {
+        /// Undo the most recently applied migration.
+        #[arg(long)]
+        revert: bool,
+    },
+    /// Import bar files, all-or-nothing.
+    Import(ImportArgs),
+    /// Delete bars of a symbol, optionally of one timeframe and within a range.
+    Delete(DeleteArgs),
+    /// Write deterministic synthetic bars.
+    Generate(GenerateArgs),
+}
+
+/// `quiver import`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Files to import.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Symbol of the bars (required unless a csv file has a symbol column).
+    #[arg(long, value_parser = parse_symbol)]
+    pub symbol: Option<Symbol>,
+    /// Timeframe of the bars, e.g. 1m, 1d (required unless a csv file has a timeframe column).
+    #[arg(long, value_parser = parse_timeframe)]
+    pub timeframe: Option<Timeframe>,
+    /// File layout.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Time zone of naive timestamps, e.g. America/New_York.
+    #[arg(long, default_value = "UTC", value_parser = parse_tz)]
+    pub tz: Tz,
+    /// What to do when a bar already exists.
+    #[arg(long, value_enum, default_value_t = OnConflict::Error)]
+    pub on_conflict: OnConflict,
+}
+
+/// `quiver delete`
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Symbol whose bars are deleted.
+    #[arg(long, value_parser = parse_symbol)]
+    pub symbol: Symbol,
+    /// Only this timeframe.
+    #[arg(long, value_parser = parse_timeframe)]
+    pub timeframe: Option<Timeframe>,
+    /// First bar deleted (RFC 3339 or date), inclusive.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Last bar deleted (RFC 3339, or a date meaning the whole day), inclusive.
+    #[arg(long)]
+    pub end: Option<String>,
+}
+
+/// `quiver generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Number of symbols (SYM001, SYM002, ...).
+    #[arg(long)]
+    pub symbols: usize,
+    /// Number of trading days (weekdays from 2024-01-01).
+    #[arg(long)]
+    pub days: usize,
+    /// Bar length: s, m or h within 14:30-21:00 UTC, or 1d.
+    #[arg(long, value_parser = parse_timeframe)]
+    pub timeframe: Timeframe,
+    /// Random seed; the same seed gives the same bars.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// What to do when a bar already exists.
+    #[arg(long, value_enum, default_value_t = OnConflict::Error)]
+    pub on_conflict: OnConflict,
+}
+
+fn parse_symbol(s: &str) -> Result<Symbol, String> {
+    Symbol::parse(s)
+}
+
+fn parse_timeframe(s: &str) -> Result<Timeframe, String> {
+    Timeframe::parse(s)
+}
+
+fn parse_tz(s: &str) -> Result<Tz, String> {
+    s.parse::<Tz>()
+        .map_err(|_| format!("unknown time zone {s:?} (use an IANA name such as America/New_York)"))
+}
+
+impl Cli {
+    /// The configuration: file, then environment, then this command line's flags.
+    pub fn config(&self) -> Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(url) = &self.database_url {
+            config.database.url = url.clone();
+        }
+        if let Some(dir) = &self.cache_dir {
+            config.cache.dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// Runs a parsed command line, writing results to `out`; returns the exit status.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
+    let config = cli.config()?;
+    let store = Store::connect(&config.database).await?;
+    let w = |out: &mut dyn Write, text: String| {
+        writeln!(out, "{text}").map_err(|e| Error::io("<stdout>", e))
+    };
+    match cli.command {
+        Command::Quickstart => {
+            quickstart::run(&store, &config, out).await?;
+        }
+        Command::Migrate { revert: false } => {
+            let applied = store.migrate().await?;
+            if applied.is_empty() {
+                w(out, "database is up to date".into())?;
+            }
+            for v in applied {
+                w(out, format!("applied migration {v}"))?;
+            }
+        }
+        Command::Migrate { revert: true } => match store.revert().await? {
+            Some(v) => w(out, format!("reverted migration {v}"))?,
+            None => w(out, "no migration to revert".into())?,
+        },
+        Command::Import(args) => {
+            let started = Instant::now();
+            let options = ImportOptions {
+                symbol: args.symbol,
+                timeframe: args.timeframe,
+                format: args.format,
+                tz: args.tz,
+                on_conflict: args.on_conflict,
+            };
+            let report = import_files(&store, &args.files, &options).await?;
+            for f in &report.files {
+                w(
+                    out,
+                    format!(
+                        "{}: {} bars ({})",
+                        f.path.display(),
+                        f.bars,
+                        f.format.name()
+                    ),
+                )?;
+            }
+            w(
+                out,
+                format!(
+                    "imported {} bars, {} unchanged, in {:.2?}",
+                    report.write.written,
+                    report.write.unchanged(),
+                    started.elapsed()
+                ),
+            )?;
+        }
+        Command::Delete(args) => {
+            let filter = BarFilter {
+                symbol: Some(args.symbol),
+                timeframe: args.timeframe,
+                start: args
+                    .start
+                    .as_deref()
+                    .map(|t| parse_time_arg(t, false))
+                    .transpose()?,
+                end: args
+                    .end
+                    .as_deref()
+                    .map(|t| parse_time_arg(t, true))
+                    .transpose()?,
+            };
+            let n = store.delete_bars(&filter).await?;
+            w(out, format!("deleted {n} bars"))?;
+        }
+        Command::Generate(args) => {
+            let started = Instant::now();
+            let options = GenerateOptions::new(args.symbols, args.days, args.timeframe, args.seed);
+            let report = generate_into(&store, &options, args.on_conflict).await?;
+            let secs = started.elapsed().as_secs_f64();
+            w(
+                out,
+                format!(
+                    "generated {} bars ({} written) in {secs:.2} s ({:.0} bars/s)",
+                    report.received,
+                    report.written,
+                    report.received as f64 / secs.max(1e-9)
+                ),
+            )?;
+        }
+    }
+    Ok(0)
+}

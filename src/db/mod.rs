@@ -1,0 +1,363 @@
+//! The SQL store: connecting, migrating, writing and reading `market_data` on SQLite or
+//! PostgreSQL.
+//!
+//! [`Store`] picks the backend from the URL at run time; everything above this module is one
+//! code path. The backends differ only where their best bulk path differs: SQLite takes
+//! multi-row prepared inserts inside one transaction, PostgreSQL takes `COPY` into a temporary
+//! staging table and one merge statement.
+
+mod postgres;
+mod sqlite;
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::{DatabaseConfig, redact_url};
+use crate::error::{Error, Result};
+use crate::model::{Bar, Symbol, Timeframe};
+
+/// Which database holds the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite (the default).
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// What to do when a written bar's key `(symbol, timeframe, ts)` already exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnConflict {
+    /// Refuse the whole write; nothing is stored.
+    #[default]
+    Error,
+    /// Keep the stored bar, drop the new one.
+    Skip,
+    /// Overwrite the stored bar with the new one.
+    Replace,
+}
+
+/// What a bulk write did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Bars handed to the writer.
+    pub received: u64,
+    /// Bars inserted, or (with [`OnConflict::Replace`]) updated because they differed.
+    pub written: u64,
+}
+
+impl WriteReport {
+    /// Bars that changed nothing: skipped duplicates, or replacements identical to the stored bar.
+    pub fn unchanged(&self) -> u64 {
+        self.received - self.written
+    }
+}
+
+/// Selects bars by symbol, and optionally timeframe and an inclusive time range.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BarFilter {
+    /// Only this symbol (all symbols when `None`).
+    pub symbol: Option<Symbol>,
+    /// Only this timeframe.
+    pub timeframe: Option<Timeframe>,
+    /// Bars at or after this instant.
+    pub start: Option<DateTime<Utc>>,
+    /// Bars at or before this instant.
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// Bars held for one `(symbol, timeframe)` series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeriesSummary {
+    /// Instrument.
+    pub symbol: String,
+    /// Bar length.
+    pub timeframe: String,
+    /// Number of bars.
+    pub bars: i64,
+    /// First bar's open time.
+    pub first: DateTime<Utc>,
+    /// Last bar's open time.
+    pub last: DateTime<Utc>,
+}
+
+/// A `(symbol, timeframe, UTC day)` that the change log says was touched; `None` for the symbol
+/// means the whole table (PostgreSQL `TRUNCATE`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChangedDay {
+    /// Instrument, or `None` for "everything".
+    pub symbol: Option<String>,
+    /// Bar length.
+    pub timeframe: Option<String>,
+    /// Whole UTC days since the Unix epoch.
+    pub day: Option<i64>,
+}
+
+/// A connection pool to the configured database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Inner,
+    url: String,
+    schema: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Store {
+    /// Connects to the database named by `config.url`; the scheme picks the backend.
+    /// A SQLite file and its folder are created on first use.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self> {
+        let url = config.url.as_str();
+        let inner = if url.starts_with("sqlite:") {
+            Inner::Sqlite(sqlite::connect(url).await?)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Inner::Postgres(postgres::connect(config).await?)
+        } else {
+            return Err(Error::Config {
+                path: "database.url".into(),
+                message: format!(
+                    "{:?} is neither sqlite://… nor postgres://…",
+                    redact_url(url)
+                ),
+            });
+        };
+        tracing::debug!(url = %redact_url(url), "connected");
+        Ok(Store {
+            inner,
+            url: config.url.clone(),
+            schema: config.schema.clone(),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The database URL with the password removed.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// The SQLite pool, when the backend is SQLite.
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.inner {
+            Inner::Sqlite(p) => Some(p),
+            Inner::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pool, when the backend is PostgreSQL.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.inner {
+            Inner::Postgres(p) => Some(p),
+            Inner::Sqlite(_) => None,
+        }
+    }
+
+    /// Applies every pending migration; returns the versions applied now (none when up to date).
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let migrator = migrator(self.backend());
+        let before = self.applied_migrations().await?;
+        match &self.inner {
+            Inner::Sqlite(p) => migrator.run(p).await?,
+            Inner::Postgres(p) => {
+                postgres::ensure_schema(p, self.schema.as_deref()).await?;
+                migrator.run(p).await?
+            }
+        }
+        let after = self.applied_migrations().await?;
+        Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
+    }
+
+    /// Reverts the most recently applied migration; returns its version, or `None` when
+    /// nothing is applied.
+    pub async fn revert(&self) -> Result<Option<i64>> {
+        let applied = self.applied_migrations().await?;
+        let Some(&last) = applied.last() else {
+            return Ok(None);
+        };
+        let target = applied.iter().rev().nth(1).copied().unwrap_or(0);
+        let migrator = migrator(self.backend());
+        match &self.inner {
+            Inner::Sqlite(p) => migrator.undo(p, target).await?,
+            Inner::Postgres(p) => migrator.undo(p, target).await?,
+        }
+        Ok(Some(last))
+    }
+
+    /// Versions of the migrations applied to this database, oldest first.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
+        match &self.inner {
+            Inner::Sqlite(p) => sqlite::applied_migrations(p).await,
+            Inner::Postgres(p) => postgres::applied_migrations(p).await,
+        }
+    }
+
+    /// Starts an all-or-nothing bulk write: nothing is visible to others until
+    /// [`BarWriter::commit`], and dropping the writer discards everything written through it.
+    pub async fn writer(&self, policy: OnConflict) -> Result<BarWriter> {
+        Ok(BarWriter {
+            inner: match &self.inner {
+                Inner::Sqlite(p) => WriterInner::Sqlite(sqlite::Writer::begin(p, policy).await?),
+                Inner::Postgres(p) => {
+                    WriterInner::Postgres(postgres::Writer::begin(p, policy).await?)
+                }
+            },
+            received: 0,
+        })
+    }
+
+    /// Writes `bars` in one transaction with the given conflict policy.
+    pub async fn insert_bars(&self, bars: &[Bar], policy: OnConflict) -> Result<WriteReport> {
+        let mut writer = self.writer(policy).await?;
+        writer.write(bars).await?;
+        writer.commit().await
+    }
+
+    /// Deletes the bars matching `filter`; returns how many were deleted.
+    pub async fn delete_bars(&self, filter: &BarFilter) -> Result<u64> {
+        match &self.inner {
+            Inner::Sqlite(p) => sqlite::delete(p, filter).await,
+            Inner::Postgres(p) => postgres::delete(p, filter).await,
+        }
+    }
+
+    /// Reads the bars matching `filter`, ordered by `(symbol, timeframe, ts)`.
+    pub async fn read_bars(&self, filter: &BarFilter) -> Result<Vec<Bar>> {
+        match &self.inner {
+            Inner::Sqlite(p) => sqlite::read(p, filter).await,
+            Inner::Postgres(p) => postgres::read(p, filter).await,
+        }
+    }
+
+    /// Number of bars, first and last open time of every series, ordered by symbol and timeframe.
+    pub async fn summary(&self) -> Result<Vec<SeriesSummary>> {
+        match &self.inner {
+            Inner::Sqlite(p) => sqlite::summary(p).await,
+            Inner::Postgres(p) => postgres::summary(p).await,
+        }
+    }
+
+    /// Every entry of the change log, in no particular order and whatever has been consumed:
+    /// what a sync pass would have to look at if it started from nothing.
+    pub async fn change_log(&self) -> Result<Vec<ChangedDay>> {
+        match &self.inner {
+            Inner::Sqlite(p) => sqlite::change_log(p).await,
+            Inner::Postgres(p) => postgres::change_log(p).await,
+        }
+    }
+}
+
+/// An open all-or-nothing bulk write (see [`Store::writer`]).
+pub struct BarWriter {
+    inner: WriterInner,
+    received: u64,
+}
+
+enum WriterInner {
+    Sqlite(sqlite::Writer),
+    Postgres(postgres::Writer),
+}
+
+impl BarWriter {
+    /// Sends a batch of bars; call as often as needed, then [`BarWriter::commit`].
+    pub async fn write(&mut self, bars: &[Bar]) -> Result<()> {
+        self.received += bars.len() as u64;
+        match &mut self.inner {
+            WriterInner::Sqlite(w) => w.write(bars).await,
+            WriterInner::Postgres(w) => w.write(bars).await,
+        }
+    }
+
+    /// Makes everything written visible at once.
+    pub async fn commit(self) -> Result<WriteReport> {
+        let written = match self.inner {
+            WriterInner::Sqlite(w) => w.commit().await?,
+            WriterInner::Postgres(w) => w.commit().await?,
+        };
+        Ok(WriteReport {
+            received: self.received,
+            written,
+        })
+    }
+}
+
+/// The embedded migrations of one backend, as sqlx's migrator runs them.
+pub fn migrator(backend: Backend) -> Migrator {
+    macro_rules! pair {
+        ($dir:literal, $name:literal, $version:expr, $desc:literal) => {
+            [
+                migration(
+                    $version,
+                    $desc,
+                    MigrationType::ReversibleUp,
+                    include_str!(concat!("../../migrations/", $dir, "/", $name, ".up.sql")),
+                ),
+                migration(
+                    $version,
+                    $desc,
+                    MigrationType::ReversibleDown,
+                    include_str!(concat!("../../migrations/", $dir, "/", $name, ".down.sql")),
+                ),
+            ]
+        };
+    }
+    let migrations: Vec<Migration> = match backend {
+        Backend::Sqlite => pair!(
+            "sqlite",
+            "20261123000001_market_data",
+            20261123000001,
+            "market data"
+        )
+        .into(),
+        Backend::Postgres => pair!(
+            "postgres",
+            "20261123000001_market_data",
+            20261123000001,
+            "market data"
+        )
+        .into(),
+    };
+    Migrator::with_migrations(migrations)
+}
+
+fn migration(
+    version: i64,
+    description: &'static str,
+    kind: MigrationType,
+    sql: &'static str,
+) -> Migration {
+    use sqlx::SqlSafeStr;
+    Migration::new(
+        version,
+        Cow::Borrowed(description),
+        kind,
+        sql.into_sql_str(),
+        false,
+    )
+}
+
+/// Whole UTC days since the epoch of a timestamp, as the change log records them.
+pub fn day_of(ts: &DateTime<Utc>) -> i64 {
+    ts.timestamp_micros().div_euclid(86_400_000_000)
+}

@@ -1,0 +1,284 @@
+//! PostgreSQL: a health-checked pool; bulk writes as `COPY` into a temporary staging table and
+//! one merge statement, so a million bars cost one round trip per megabyte and one index pass.
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row, Transaction};
+
+use super::{BarFilter, ChangedDay, OnConflict, SeriesSummary};
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+use crate::model::{Bar, Symbol, Timeframe, format_ts};
+
+/// Bytes of COPY text sent per message.
+const COPY_CHUNK: usize = 1 << 20;
+
+pub(super) async fn connect(config: &DatabaseConfig) -> Result<PgPool> {
+    let mut options = PgConnectOptions::from_str(&config.url)?
+        .application_name("quiver")
+        .options([("TimeZone", "UTC")]);
+    if let Some(schema) = &config.schema {
+        check_identifier(schema)?;
+        options = options.options([("search_path", schema.as_str())]);
+    }
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(true)
+        .connect_with(options)
+        .await?)
+}
+
+fn check_identifier(schema: &str) -> Result<()> {
+    let ok = schema
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && schema.len() <= 63;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config {
+            path: "database.schema".into(),
+            message: format!("{schema:?} must be a lower-case SQL identifier"),
+        })
+    }
+}
+
+/// Creates the configured schema (the first of `search_path`) if it does not exist.
+pub(super) async fn ensure_schema(pool: &PgPool, schema: Option<&str>) -> Result<()> {
+    if let Some(schema) = schema {
+        check_identifier(schema)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}"
+        )))
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn applied_migrations(pool: &PgPool) -> Result<Vec<i64>> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    Ok(
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub(super) struct Writer {
+    tx: Transaction<'static, Postgres>,
+    policy: OnConflict,
+    buf: String,
+}
+
+impl Writer {
+    pub(super) async fn begin(pool: &PgPool, policy: OnConflict) -> Result<Self> {
+        let mut tx = pool.begin().await?;
+        // Temporary: never WAL-logged, private to this session, dropped at commit or rollback.
+        sqlx::query(
+            "CREATE TEMP TABLE quiver_staging \
+             (LIKE market_data INCLUDING DEFAULTS) ON COMMIT DROP",
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(Writer {
+            tx,
+            policy,
+            buf: String::with_capacity(COPY_CHUNK + 4096),
+        })
+    }
+
+    pub(super) async fn write(&mut self, bars: &[Bar]) -> Result<()> {
+        if bars.is_empty() {
+            return Ok(());
+        }
+        let mut copy = self
+            .tx
+            .copy_in_raw(
+                "COPY quiver_staging (symbol, timeframe, ts, open, high, low, close, volume) \
+                 FROM STDIN",
+            )
+            .await?;
+        for bar in bars {
+            // Symbols and timeframes are validated to characters that need no COPY escaping.
+            let _ = writeln!(
+                self.buf,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                bar.symbol,
+                bar.timeframe,
+                bar.ts.format("%Y-%m-%d %H:%M:%S%.6f+00"),
+                bar.open,
+                bar.high,
+                bar.low,
+                bar.close,
+                bar.volume
+            );
+            if self.buf.len() >= COPY_CHUNK {
+                copy.send(self.buf.as_bytes()).await?;
+                self.buf.clear();
+            }
+        }
+        if !self.buf.is_empty() {
+            copy.send(self.buf.as_bytes()).await?;
+            self.buf.clear();
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+
+    pub(super) async fn commit(mut self) -> Result<u64> {
+        let merge = match self.policy {
+            OnConflict::Error => "INSERT INTO market_data SELECT * FROM quiver_staging",
+            OnConflict::Skip => {
+                "INSERT INTO market_data SELECT * FROM quiver_staging \
+                 ON CONFLICT (symbol, timeframe, ts) DO NOTHING"
+            }
+            OnConflict::Replace => {
+                "INSERT INTO market_data SELECT * FROM quiver_staging \
+                 ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = EXCLUDED.open, \
+                 high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, \
+                 volume = EXCLUDED.volume \
+                 WHERE (market_data.open, market_data.high, market_data.low, market_data.close, \
+                 market_data.volume) IS DISTINCT FROM \
+                 (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume)"
+            }
+        };
+        let written = match sqlx::query(merge).execute(&mut *self.tx).await {
+            Ok(done) => done.rows_affected(),
+            Err(e) => return Err(conflict_from(&e).unwrap_or(Error::Database(e))),
+        };
+        self.tx.commit().await?;
+        Ok(written)
+    }
+}
+
+/// Turns PostgreSQL's unique-violation detail, `Key (symbol, timeframe, ts)=(A, 1d,
+/// 2024-01-02 00:00:00+00) already exists.`, into an [`Error::Conflict`] naming the bar.
+fn conflict_from(e: &sqlx::Error) -> Option<Error> {
+    let db = e.as_database_error()?;
+    if db.kind() != sqlx::error::ErrorKind::UniqueViolation {
+        return None;
+    }
+    let detail = db.try_downcast_ref::<PgDatabaseError>()?.detail()?;
+    let values = detail.split_once(")=(")?.1.split_once(')')?.0;
+    let mut parts = values.splitn(3, ", ");
+    let (symbol, timeframe, ts) = (parts.next()?, parts.next()?, parts.next()?);
+    let ts = NaiveDateTime::parse_from_str(ts.trim_end_matches("+00"), "%Y-%m-%d %H:%M:%S%.f")
+        .map(|t| format_ts(&t.and_utc()))
+        .unwrap_or_else(|_| ts.to_string());
+    Some(Error::Conflict {
+        symbol: symbol.into(),
+        timeframe: timeframe.into(),
+        ts,
+    })
+}
+
+fn push_filter(q: &mut QueryBuilder<Postgres>, filter: &BarFilter) {
+    q.push(" WHERE true");
+    if let Some(s) = &filter.symbol {
+        q.push(" AND symbol = ").push_bind(s.as_str().to_owned());
+    }
+    if let Some(tf) = &filter.timeframe {
+        q.push(" AND timeframe = ").push_bind(tf.to_string());
+    }
+    if let Some(t) = filter.start {
+        q.push(" AND ts >= ").push_bind(t);
+    }
+    if let Some(t) = filter.end {
+        q.push(" AND ts <= ").push_bind(t);
+    }
+}
+
+pub(super) async fn delete(pool: &PgPool, filter: &BarFilter) -> Result<u64> {
+    let mut q = QueryBuilder::new("DELETE FROM market_data");
+    push_filter(&mut q, filter);
+    Ok(q.build().execute(pool).await?.rows_affected())
+}
+
+pub(super) async fn read(pool: &PgPool, filter: &BarFilter) -> Result<Vec<Bar>> {
+    let mut q = QueryBuilder::new(
+        "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data",
+    );
+    push_filter(&mut q, filter);
+    q.push(" ORDER BY symbol, timeframe, ts");
+    let rows = q.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| {
+            let dec = |name: &str| -> Result<Decimal> {
+                Ok(row.try_get::<Decimal, _>(name)?.normalize())
+            };
+            Ok(Bar {
+                symbol: Symbol::parse(row.try_get("symbol")?).map_err(Error::InvalidArgument)?,
+                timeframe: Timeframe::parse(row.try_get("timeframe")?)
+                    .map_err(Error::InvalidArgument)?,
+                ts: row.try_get::<DateTime<Utc>, _>("ts")?,
+                open: dec("open")?,
+                high: dec("high")?,
+                low: dec("low")?,
+                close: dec("close")?,
+                volume: dec("volume")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn summary(pool: &PgPool) -> Result<Vec<SeriesSummary>> {
+    let rows = sqlx::query(
+        "SELECT symbol, timeframe, count(*) AS bars, min(ts) AS first, max(ts) AS last \
+         FROM market_data GROUP BY symbol, timeframe ORDER BY symbol, timeframe",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SeriesSummary {
+                symbol: r.try_get("symbol")?,
+                timeframe: r.try_get("timeframe")?,
+                bars: r.try_get("bars")?,
+                first: r.try_get("first")?,
+                last: r.try_get("last")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn change_log(pool: &PgPool) -> Result<Vec<ChangedDay>> {
+    let rows = sqlx::query("SELECT symbol, timeframe, day FROM market_data_changes")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ChangedDay {
+                symbol: r.try_get("symbol")?,
+                timeframe: r.try_get("timeframe")?,
+                day: r.try_get("day")?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn identifiers() {
+        assert!(super::check_identifier("quiver_t1").is_ok());
+        assert!(super::check_identifier("Bad").is_err());
+        assert!(super::check_identifier("a;drop").is_err());
+        assert!(super::check_identifier("").is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! SQLite: WAL, `synchronous=NORMAL`, a busy timeout; bulk writes as multi-row prepared inserts
+//! in one transaction.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+use super::{BarFilter, ChangedDay, OnConflict, SeriesSummary};
+use crate::error::{Error, Result};
+use crate::model::{Bar, Symbol, Timeframe, decimal_text, format_ts, ts_from_micros};
+
+/// Rows per multi-row INSERT: 8 parameters each stays well under SQLite's 32766 limit while
+/// amortising the per-statement round trip to sqlx's worker thread.
+const ROWS_PER_STATEMENT: usize = 1024;
+
+pub(super) async fn connect(url: &str) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10));
+    let file = options.get_filename();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?)
+}
+
+pub(super) async fn applied_migrations(pool: &SqlitePool) -> Result<Vec<i64>> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    Ok(
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+fn insert_sql(rows: usize, policy: OnConflict) -> String {
+    let mut sql = String::with_capacity(100 + rows * 20);
+    sql.push_str(
+        "INSERT INTO market_data (symbol, timeframe, ts, open, high, low, close, volume) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?)");
+    }
+    sql.push_str(match policy {
+        OnConflict::Error => "",
+        OnConflict::Skip => " ON CONFLICT (symbol, timeframe, ts) DO NOTHING",
+        OnConflict::Replace => {
+            " ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = excluded.open, \
+             high = excluded.high, low = excluded.low, close = excluded.close, volume = excluded.volume \
+             WHERE open IS NOT excluded.open OR high IS NOT excluded.high OR low IS NOT excluded.low \
+             OR close IS NOT excluded.close OR volume IS NOT excluded.volume"
+        }
+    });
+    sql
+}
+
+pub(super) struct Writer {
+    tx: Transaction<'static, Sqlite>,
+    policy: OnConflict,
+    full_sql: String,
+    written: u64,
+}
+
+impl Writer {
+    pub(super) async fn begin(pool: &SqlitePool, policy: OnConflict) -> Result<Self> {
+        // IMMEDIATE takes the write lock now, so a concurrent writer waits on the busy timeout
+        // instead of failing our transaction half-way.
+        let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Writer {
+            tx,
+            policy,
+            full_sql: insert_sql(ROWS_PER_STATEMENT, policy),
+            written: 0,
+        })
+    }
+
+    pub(super) async fn write(&mut self, bars: &[Bar]) -> Result<()> {
+        for chunk in bars.chunks(ROWS_PER_STATEMENT) {
+            let sql = if chunk.len() == ROWS_PER_STATEMENT {
+                self.full_sql.clone()
+            } else {
+                insert_sql(chunk.len(), self.policy)
+            };
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for bar in chunk {
+                query = query
+                    .bind(bar.symbol.as_str().to_owned())
+                    .bind(bar.timeframe.to_string())
+                    .bind(bar.ts_micros())
+                    .bind(decimal_text(&bar.open))
+                    .bind(decimal_text(&bar.high))
+                    .bind(decimal_text(&bar.low))
+                    .bind(decimal_text(&bar.close))
+                    .bind(decimal_text(&bar.volume));
+            }
+            match query.execute(&mut *self.tx).await {
+                Ok(done) => self.written += done.rows_affected(),
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(self.conflict_in(chunk).await?.unwrap_or(Error::Database(e)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Names the first bar of `chunk` whose key is already stored (the failed statement was
+    /// rolled back, so any match existed before it).
+    async fn conflict_in(&mut self, chunk: &[Bar]) -> Result<Option<Error>> {
+        for bar in chunk {
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM market_data WHERE symbol = ? AND timeframe = ? AND ts = ?",
+            )
+            .bind(bar.symbol.as_str())
+            .bind(bar.timeframe.to_string())
+            .bind(bar.ts_micros())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            if found.is_some() {
+                return Ok(Some(Error::Conflict {
+                    symbol: bar.symbol.to_string(),
+                    timeframe: bar.timeframe.to_string(),
+                    ts: format_ts(&bar.ts),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) async fn commit(self) -> Result<u64> {
+        self.tx.commit().await?;
+        Ok(self.written)
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+fn push_filter(q: &mut QueryBuilder<Sqlite>, filter: &BarFilter) {
+    q.push(" WHERE 1 = 1");
+    if let Some(s) = &filter.symbol {
+        q.push(" AND symbol = ").push_bind(s.as_str().to_owned());
+    }
+    if let Some(tf) = &filter.timeframe {
+        q.push(" AND timeframe = ").push_bind(tf.to_string());
+    }
+    if let Some(t) = &filter.start {
+        q.push(" AND ts >= ").push_bind(t.timestamp_micros());
+    }
+    if let Some(t) = &filter.end {
+        q.push(" AND ts <= ").push_bind(t.timestamp_micros());
+    }
+}
+
+pub(super) async fn delete(pool: &SqlitePool, filter: &BarFilter) -> Result<u64> {
+    let mut q = QueryBuilder::new("DELETE FROM market_data");
+    push_filter(&mut q, filter);
+    Ok(q.build().execute(pool).await?.rows_affected())
+}
+
+fn decimal_column(row: &sqlx::sqlite::SqliteRow, name: &str) -> Result<Decimal> {
+    let text: String = row.try_get(name)?;
+    Decimal::from_str_exact(&text)
+        .map(|d| d.normalize())
+        .map_err(|e| {
+            Error::invalid(format!(
+                "market_data.{name} holds {text:?}, not a decimal: {e}"
+            ))
+        })
+}
+
+pub(super) async fn read(pool: &SqlitePool, filter: &BarFilter) -> Result<Vec<Bar>> {
+    let mut q = QueryBuilder::new(
+        "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data",
+    );
+    push_filter(&mut q, filter);
+    q.push(" ORDER BY symbol, timeframe, ts");
+    let rows = q.build().fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Bar {
+                symbol: Symbol::parse(row.try_get("symbol")?).map_err(Error::InvalidArgument)?,
+                timeframe: Timeframe::parse(row.try_get("timeframe")?)
+                    .map_err(Error::InvalidArgument)?,
+                ts: ts_from_micros(row.try_get("ts")?)?,
+                open: decimal_column(row, "open")?,
+                high: decimal_column(row, "high")?,
+                low: decimal_column(row, "low")?,
+                close: decimal_column(row, "close")?,
+                volume: decimal_column(row, "volume")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn summary(pool: &SqlitePool) -> Result<Vec<SeriesSummary>> {
+    let rows = sqlx::query(
+        "SELECT symbol, timeframe, count(*) AS bars, min(ts) AS first, max(ts) AS last \
+         FROM market_data GROUP BY symbol, timeframe ORDER BY symbol, timeframe",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SeriesSummary {
+                symbol: r.try_get("symbol")?,
+                timeframe: r.try_get("timeframe")?,
+                bars: r.try_get("bars")?,
+                first: ts_from_micros(r.try_get("first")?)?,
+                last: ts_from_micros(r.try_get("last")?)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn change_log(pool: &SqlitePool) -> Result<Vec<ChangedDay>> {
+    let rows = sqlx::query("SELECT symbol, timeframe, day FROM market_data_changes")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ChangedDay {
+                symbol: r.try_get("symbol")?,
+                timeframe: r.try_get("timeframe")?,
+                day: r.try_get("day")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,50 @@
+//! # quiver
+//!
+//! quiver keeps an SQL `market_data` table of OHLCV bars (SQLite or PostgreSQL, the source of
+//! truth for every write and migration) mirrored as a columnar cache of partitioned Parquet
+//! files, so backtests and analysts read years of bars in milliseconds.
+//!
+//! The library is the product; the `quiver` binary is a thin shell over it:
+//!
+//! - [`config`]: layered configuration (defaults, `config.toml`, `QUIVER_*`, flags).
+//! - [`model`]: symbols, timeframes, bars, exact decimals and timestamps, with validation.
+//! - [`db`]: the SQL store: migrations, bulk writes with conflict policies, deletes, reads and
+//!   the change log that the sync daemon consumes.
+//! - [`import`]: Yahoo, backtrader, Binance and CSV files, all-or-nothing.
+//! - [`generate`]: deterministic synthetic bars for benchmarks and tests.
+//!
+//! ```no_run
+//! # async fn demo() -> quiver::Result<()> {
+//! use quiver::{Config, Store, OnConflict};
+//! let config = Config::load(None)?;
+//! let store = Store::connect(&config.database).await?;
+//! store.migrate().await?;
+//! let bars = quiver::generate::generate_vec(&quiver::generate::GenerateOptions::new(
+//!     1, 5, "1m".parse()?, 42,
+//! ))?;
+//! let report = store.insert_bars(&bars, OnConflict::Skip).await?;
+//! println!("{} bars written", report.written);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod generate;
+pub mod import;
+pub mod model;
+pub mod output;
+pub mod progress;
+pub mod quickstart;
+
+pub use config::Config;
+pub use db::{BarFilter, OnConflict, Store, WriteReport};
+pub use error::{Error, Result};
+pub use model::{Bar, Symbol, Timeframe};
+
+/// The Arrow, Parquet and DataFusion versions quiver is built with, so users never align
+/// versions by hand.
+pub use datafusion::{self, arrow, parquet};

@@ -1,0 +1,43 @@
+//! The `quiver` binary: parse flags, set up logging, run the library command, map errors to
+//! exit statuses (0 ok, 1 failed check, 2 bad usage or input) with a one-line cause on stderr.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use quiver::cli::{Cli, run};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_env("QUIVER_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("quiver={default_level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("quiver: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    match runtime.block_on(run(cli, &mut stdout)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("quiver: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! `quiver quickstart`: the whole product end to end on the configured (by default embedded)
+//! database, with real market data bundled into the binary so it works from any directory.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use chrono_tz::Tz;
+
+use crate::config::Config;
+use crate::db::{OnConflict, Store};
+use crate::error::{Error, Result};
+use crate::import::{Format, ImportOptions, read_text, write_bars};
+use crate::model::{Symbol, Timeframe};
+use crate::output;
+
+/// A bundled sample: real bars from the backtrader project's example data (see data/README.md).
+pub struct Sample {
+    /// File name under `data/samples/`.
+    pub file: &'static str,
+    /// Its contents.
+    pub text: &'static str,
+    /// Symbol given to its bars.
+    pub symbol: &'static str,
+    /// Their timeframe.
+    pub timeframe: &'static str,
+    /// Zone of its naive timestamps.
+    pub tz: Tz,
+}
+
+/// The samples `quickstart` imports.
+pub const SAMPLES: &[Sample] = &[
+    Sample {
+        file: "nvda-1999-2014.txt",
+        text: include_str!("../data/samples/nvda-1999-2014.txt"),
+        symbol: "NVDA",
+        timeframe: "1d",
+        tz: Tz::UTC,
+    },
+    Sample {
+        file: "2006-min-005.txt",
+        text: include_str!("../data/samples/2006-min-005.txt"),
+        symbol: "^STOXX50E",
+        timeframe: "5m",
+        tz: Tz::Europe__Berlin,
+    },
+    Sample {
+        file: "2006-01-02-volume-min-001.txt",
+        text: include_str!("../data/samples/2006-01-02-volume-min-001.txt"),
+        symbol: "FESX",
+        timeframe: "1m",
+        tz: Tz::Europe__Berlin,
+    },
+];
+
+/// Migrates, imports the samples (skipping bars already there, so it can run again) and prints
+/// what the table holds.
+pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<()> {
+    let io = |e| Error::io("<stdout>", e);
+    writeln!(out, "database: {}", config.redacted_url()).map_err(io)?;
+    let applied = store.migrate().await?;
+    writeln!(
+        out,
+        "migrations: {} applied now, {} in total",
+        applied.len(),
+        store.applied_migrations().await?.len()
+    )
+    .map_err(io)?;
+    let mut bars = Vec::new();
+    let mut seen = HashMap::new();
+    for sample in SAMPLES {
+        let options = ImportOptions {
+            symbol: Some(Symbol::parse(sample.symbol).map_err(Error::InvalidArgument)?),
+            timeframe: Some(Timeframe::parse(sample.timeframe).map_err(Error::InvalidArgument)?),
+            format: Format::Auto,
+            tz: sample.tz,
+            on_conflict: OnConflict::Skip,
+        };
+        let path = Path::new("data/samples").join(sample.file);
+        let before = bars.len();
+        let format = read_text(&path, sample.text, &options, &mut bars, &mut seen)?;
+        writeln!(
+            out,
+            "read {} ({}, tz {}): {} bars of {} {}",
+            path.display(),
+            format.name(),
+            sample.tz,
+            bars.len() - before,
+            sample.symbol,
+            sample.timeframe
+        )
+        .map_err(io)?;
+    }
+    let report = write_bars(store, &bars, OnConflict::Skip).await?;
+    writeln!(
+        out,
+        "imported {} new bars ({} already present)",
+        report.written,
+        report.unchanged()
+    )
+    .map_err(io)?;
+    writeln!(out, "market_data now holds:").map_err(io)?;
+    writeln!(out, "{}", output::series_table(&store.summary().await?)?).map_err(io)?;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The binary end to end: exit statuses, one-line errors on stderr, and the quickstart.
+
+use std::process::{Command, Output};
+
+use crate::both;
+use crate::harness::{TestDb, sample};
+
+/// Runs `quiver` in the test's folder against its database, with a clean environment.
+fn quiver(db: &TestDb, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(args)
+        .current_dir(db.dir.path())
+        .env_remove("QUIVER_DATABASE_URL")
+        .env_remove("QUIVER_DATABASE_SCHEMA")
+        .env_remove("QUIVER_CACHE_DIR")
+        .envs(db.env())
+        .output()
+        .expect("run quiver")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+both!(
+    import_errors_exit_2_with_file_line_and_field,
+    migrate_and_revert_from_the_command_line
+);
+
+async fn import_errors_exit_2_with_file_line_and_field(db: TestDb) {
+    db.file("bad.csv", "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,1,2,1,2,2,10\n2024-01-03,1,0.5,1,1,1,10\n");
+    let out = quiver(
+        &db,
+        &["import", "bad.csv", "--symbol", "X", "--timeframe", "1d"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr, "quiver: bad.csv:3: High: high 0.5 is below low 1\n");
+    assert!(out.stdout.is_empty());
+    assert_eq!(db.count().await, 0);
+
+    let out = quiver(
+        &db,
+        &["import", "bad.csv", "--symbol", "X", "--timeframe", "1y"],
+    );
+    assert_eq!(out.status.code(), Some(2), "bad usage");
+    assert!(text(&out.stderr).contains("unit one of s m h d w mo"));
+
+    let data = sample("nvda-1999-2014.txt");
+    let data = data.to_str().unwrap();
+    let out = quiver(
+        &db,
+        &["import", data, "--symbol", "nvda", "--timeframe", "1d"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("imported 4012 bars, 0 unchanged"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = quiver(
+        &db,
+        &["import", data, "--symbol", "NVDA", "--timeframe", "1d"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "quiver: bar NVDA 1d 1999-01-22T00:00:00Z already exists (use --on-conflict skip or replace); nothing was written\n"
+    );
+
+    let out = quiver(
+        &db,
+        &[
+            "delete",
+            "--symbol",
+            "NVDA",
+            "--start",
+            "2014-01-01",
+            "--end",
+            "2014-12-31",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "deleted 252 bars\n");
+    assert_eq!(db.count().await, 4012 - 252);
+}
+
+async fn migrate_and_revert_from_the_command_line(db: TestDb) {
+    let out = quiver(&db, &["migrate"]);
+    assert_eq!(text(&out.stdout), "database is up to date\n");
+    let out = quiver(&db, &["migrate", "--revert"]);
+    assert_eq!(text(&out.stdout), "reverted migration 20261123000001\n");
+    let out = quiver(&db, &["migrate"]);
+    assert_eq!(text(&out.stdout), "applied migration 20261123000001\n");
+    let out = quiver(
+        &db,
+        &[
+            "generate",
+            "--symbols",
+            "3",
+            "--days",
+            "2",
+            "--timeframe",
+            "1m",
+            "--seed",
+            "7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("generated 2340 bars (2340 written)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(db.count().await, 2340);
+}
+
+/// The quickstart on the embedded default: no configuration, no variables, a fresh folder.
+#[tokio::test]
+async fn quickstart_on_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .arg("quickstart")
+            .current_dir(dir.path())
+            .env_remove("QUIVER_DATABASE_URL")
+            .env_remove("QUIVER_DATABASE_SCHEMA")
+            .env_remove("QUIVER_CACHE_DIR")
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        dir.path().join("data/market.db").is_file(),
+        "the default database is created"
+    );
+    assert!(
+        stdout.contains("database: sqlite://data/market.db"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("imported 37043 new bars (0 already present)"),
+        "{stdout}"
+    );
+    for row in [
+        "| FESX      | 1m        | 30889 | 2006-01-02T08:01:00Z | 2006-02-27T21:00:00Z |",
+        "| NVDA      | 1d        | 4012  | 1999-01-22T00:00:00Z | 2014-12-31T00:00:00Z |",
+        "| ^STOXX50E | 5m        | 2142  | 2006-01-02T08:05:00Z | 2006-01-30T16:30:00Z |",
+    ] {
+        assert!(stdout.contains(row), "missing {row}\n{stdout}");
+    }
+    let again = text(&run().stdout);
+    assert!(
+        again.contains("imported 0 new bars (37043 already present)"),
+        "{again}"
+    );
+}

@@ -1,0 +1,209 @@
+//! The shared test harness: every test gets its own temp dir and its own database (a SQLite
+//! file, or a PostgreSQL schema on the real server), so the suite runs in parallel.
+//!
+//! PostgreSQL is never optional here: if the server named by `QUIVER_TEST_PG_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) is unreachable, the PostgreSQL tests fail.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use quiver::Store;
+use quiver::config::{CacheConfig, Config, DatabaseConfig, SyncConfig};
+
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+pub fn pg_url() -> String {
+    std::env::var("QUIVER_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string())
+}
+
+/// One test's database and folder.
+pub struct TestDb {
+    pub kind: Kind,
+    pub config: Config,
+    pub store: Store,
+    pub dir: tempfile::TempDir,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestDb {
+    /// A fresh, empty database (no migrations applied).
+    pub async fn empty(kind: Kind) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = match kind {
+            Kind::Sqlite => DatabaseConfig {
+                url: format!("sqlite://{}", dir.path().join("market.db").display()),
+                schema: None,
+                max_connections: 4,
+            },
+            Kind::Postgres => {
+                let schema = format!(
+                    "quiver_t{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed)
+                );
+                let admin = sqlx::PgPool::connect(&pg_url())
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at {} is required: {e}", pg_url()));
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .execute(&admin)
+                .await
+                .expect("drop stale schema");
+                admin.close().await;
+                DatabaseConfig {
+                    url: pg_url(),
+                    schema: Some(schema),
+                    max_connections: 4,
+                }
+            }
+        };
+        let config = Config {
+            database,
+            cache: CacheConfig {
+                dir: dir.path().join("cache"),
+            },
+            sync: SyncConfig {
+                poll_interval: std::time::Duration::from_millis(100),
+            },
+        };
+        let store = Store::connect(&config.database).await.expect("connect");
+        TestDb {
+            kind,
+            config,
+            store,
+            dir,
+        }
+    }
+
+    /// A fresh database with quiver's migrations applied.
+    pub async fn new(kind: Kind) -> TestDb {
+        let db = TestDb::empty(kind).await;
+        db.store.migrate().await.expect("migrate");
+        db
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `text` to a file in the test's folder and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write test file");
+        p
+    }
+
+    /// Environment for running the binary against this database.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("QUIVER_DATABASE_URL", self.config.database.url.clone()),
+            (
+                "QUIVER_CACHE_DIR",
+                self.config.cache.dir.display().to_string(),
+            ),
+        ];
+        if let Some(s) = &self.config.database.schema {
+            env.push(("QUIVER_DATABASE_SCHEMA", s.clone()));
+        }
+        env
+    }
+
+    /// Number of rows in market_data.
+    pub async fn count(&self) -> i64 {
+        match self.kind {
+            Kind::Sqlite => sqlx::query_scalar("SELECT count(*) FROM market_data")
+                .fetch_one(self.store.sqlite_pool().unwrap())
+                .await
+                .unwrap(),
+            Kind::Postgres => sqlx::query_scalar("SELECT count(*) FROM market_data")
+                .fetch_one(self.store.postgres_pool().unwrap())
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// Runs plain SQL through a separate, raw connection: what `sqlite3` or `psql` would do.
+    pub async fn plain_sql(&self, sql: &str) {
+        use sqlx::Connection;
+        match self.kind {
+            Kind::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.config.database.url)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                c.close().await.unwrap();
+            }
+            Kind::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+                let schema = self.config.database.schema.clone().unwrap();
+                let sql = format!("SET search_path = {schema}; {sql}");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                c.close().await.unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(schema) = self.config.database.schema.clone() {
+            // Drop runs outside async context: a short-lived runtime on its own thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let pool = sqlx::PgPool::connect(&pg_url()).await.ok()?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    )))
+                    .execute(&pool)
+                    .await
+                    .ok()
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// The repo's bundled sample data.
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/samples")
+        .join(name)
+}
+
+/// Runs one async test body against both backends: `both!(name)` makes `name::sqlite` and
+/// `name::postgres` from `async fn name(db: TestDb)`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::harness::{Kind, TestDb};
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(TestDb::new(Kind::Sqlite).await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(TestDb::new(Kind::Postgres).await).await
+            }
+        }
+    )*};
+}

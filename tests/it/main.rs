@@ -1,0 +1,8 @@
+//! quiver's integration tests, one binary (one link) for all of them. Every test that touches a
+//! database runs on SQLite and on the real PostgreSQL server.
+
+mod harness;
+
+mod cli;
+mod import;
+mod store;

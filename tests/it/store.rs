@@ -1,0 +1,363 @@
+//! The SQL store on both backends: decimals, conflict policies, deletes, migrations and the
+//! change log.
+
+use chrono::{TimeZone, Utc};
+use quiver::db::{BarFilter, ChangedDay, OnConflict, day_of};
+use quiver::model::parse_decimal;
+use quiver::{Bar, Error, Symbol, Timeframe};
+
+use crate::both;
+use crate::harness::{Kind, TestDb};
+
+fn bar(symbol: &str, day: u32, o: &str, h: &str, l: &str, c: &str, v: &str) -> Bar {
+    Bar {
+        symbol: Symbol::parse(symbol).unwrap(),
+        timeframe: Timeframe::parse("1d").unwrap(),
+        ts: Utc.with_ymd_and_hms(2024, 1, day, 0, 0, 0).unwrap(),
+        open: parse_decimal(o).unwrap(),
+        high: parse_decimal(h).unwrap(),
+        low: parse_decimal(l).unwrap(),
+        close: parse_decimal(c).unwrap(),
+        volume: parse_decimal(v).unwrap(),
+    }
+}
+
+both!(
+    decimals_round_trip_exactly,
+    conflict_error_names_the_bar_and_writes_nothing,
+    conflict_skip_keeps_stored_bars,
+    conflict_replace_overwrites_changed_bars,
+    delete_by_symbol_timeframe_and_range,
+    migrations_are_idempotent_and_reversible,
+    plain_sql_changes_reach_the_change_log,
+    database_constraints_refuse_invalid_bars,
+    microsecond_timestamps_round_trip,
+);
+
+async fn decimals_round_trip_exactly(db: TestDb) {
+    let bars = vec![
+        bar(
+            "SHIB/USDT",
+            1,
+            "0.00002853",
+            "0.00002861",
+            "0.00002849",
+            "0.00002853",
+            "36304.2",
+        ),
+        bar(
+            "BRK.A",
+            1,
+            "712345.12",
+            "712345.12",
+            "712345.12",
+            "712345.12",
+            "0.00000001",
+        ),
+        bar(
+            "BIG",
+            1,
+            "1234567890.12345678",
+            "9999999999.99999999",
+            "0.00000001",
+            "1",
+            "999999999999999999",
+        ),
+        bar("NEG", 1, "-37.63", "1.5", "-40.32", "-2", "0"),
+    ];
+    let report = db
+        .store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    assert_eq!((report.received, report.written), (4, 4));
+    let back = db.store.read_bars(&BarFilter::default()).await.unwrap();
+    let mut want = bars.clone();
+    want.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+    assert_eq!(back, want);
+    let text: Vec<String> = back
+        .iter()
+        .map(|b| format!("{} {} {}", b.symbol, b.open, b.volume))
+        .collect();
+    assert_eq!(
+        text,
+        [
+            "BIG 1234567890.12345678 999999999999999999",
+            "BRK.A 712345.12 0.00000001",
+            "NEG -37.63 0",
+            "SHIB/USDT 0.00002853 36304.2",
+        ]
+    );
+}
+
+async fn microsecond_timestamps_round_trip(db: TestDb) {
+    let mut b = bar("X", 1, "1", "1", "1", "1", "1");
+    b.ts = Utc.timestamp_micros(1_717_425_000_123_456).unwrap();
+    let mut old = bar("X", 1, "1", "1", "1", "1", "1");
+    old.ts = Utc.with_ymd_and_hms(1969, 7, 20, 20, 17, 40).unwrap();
+    db.store
+        .insert_bars(&[b.clone(), old.clone()], OnConflict::Error)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.read_bars(&BarFilter::default()).await.unwrap(),
+        vec![old, b]
+    );
+}
+
+async fn conflict_error_names_the_bar_and_writes_nothing(db: TestDb) {
+    db.store
+        .insert_bars(
+            &[bar("AAPL", 2, "1", "2", "1", "2", "10")],
+            OnConflict::Error,
+        )
+        .await
+        .unwrap();
+    let batch = [
+        bar("AAPL", 1, "1", "2", "1", "2", "10"),
+        bar("AAPL", 2, "5", "6", "5", "6", "10"),
+        bar("AAPL", 3, "1", "2", "1", "2", "10"),
+    ];
+    let err = db
+        .store
+        .insert_bars(&batch, OnConflict::Error)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "bar AAPL 1d 2024-01-02T00:00:00Z already exists (use --on-conflict skip or replace); nothing was written"
+    );
+    let stored = db.store.read_bars(&BarFilter::default()).await.unwrap();
+    assert_eq!(stored, vec![bar("AAPL", 2, "1", "2", "1", "2", "10")]);
+}
+
+async fn conflict_skip_keeps_stored_bars(db: TestDb) {
+    db.store
+        .insert_bars(
+            &[bar("AAPL", 2, "1", "2", "1", "2", "10")],
+            OnConflict::Error,
+        )
+        .await
+        .unwrap();
+    let batch = [
+        bar("AAPL", 1, "1", "2", "1", "2", "10"),
+        bar("AAPL", 2, "5", "6", "5", "6", "10"),
+    ];
+    let report = db
+        .store
+        .insert_bars(&batch, OnConflict::Skip)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.received, report.written, report.unchanged()),
+        (2, 1, 1)
+    );
+    let stored = db.store.read_bars(&BarFilter::default()).await.unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            bar("AAPL", 1, "1", "2", "1", "2", "10"),
+            bar("AAPL", 2, "1", "2", "1", "2", "10")
+        ]
+    );
+}
+
+async fn conflict_replace_overwrites_changed_bars(db: TestDb) {
+    let original = [
+        bar("AAPL", 1, "1", "2", "1", "2", "10"),
+        bar("AAPL", 2, "1", "2", "1", "2", "10"),
+    ];
+    db.store
+        .insert_bars(&original, OnConflict::Error)
+        .await
+        .unwrap();
+    let batch = [
+        bar("AAPL", 1, "1", "2", "1", "2", "10"), // identical: unchanged
+        bar("AAPL", 2, "5", "6", "5", "6", "10.5"), // different: replaced
+        bar("AAPL", 3, "1", "2", "1", "2", "10"), // new
+    ];
+    let report = db
+        .store
+        .insert_bars(&batch, OnConflict::Replace)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.received, report.written, report.unchanged()),
+        (3, 2, 1)
+    );
+    assert_eq!(
+        db.store.read_bars(&BarFilter::default()).await.unwrap(),
+        batch.to_vec()
+    );
+}
+
+async fn delete_by_symbol_timeframe_and_range(db: TestDb) {
+    let mut bars: Vec<Bar> = (1..=5)
+        .map(|d| bar("A", d, "1", "1", "1", "1", "1"))
+        .collect();
+    bars.push(bar("B", 1, "1", "1", "1", "1", "1"));
+    let mut hourly = bar("A", 3, "1", "1", "1", "1", "1");
+    hourly.timeframe = Timeframe::parse("1h").unwrap();
+    bars.push(hourly);
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    let filter = BarFilter {
+        symbol: Some(Symbol::parse("A").unwrap()),
+        timeframe: Some(Timeframe::parse("1d").unwrap()),
+        start: Some(Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap()),
+        end: Some(Utc.with_ymd_and_hms(2024, 1, 4, 0, 0, 0).unwrap()),
+    };
+    assert_eq!(db.store.delete_bars(&filter).await.unwrap(), 3);
+    let left: Vec<String> = db
+        .store
+        .read_bars(&BarFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| format!("{} {} {}", b.symbol, b.timeframe, b.ts.format("%d")))
+        .collect();
+    assert_eq!(left, ["A 1d 01", "A 1d 05", "A 1h 03", "B 1d 01"]);
+    let all_a = BarFilter {
+        symbol: Some(Symbol::parse("a").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(db.store.delete_bars(&all_a).await.unwrap(), 3);
+    assert_eq!(db.count().await, 1);
+}
+
+async fn migrations_are_idempotent_and_reversible(db: TestDb) {
+    // TestDb::new applied them once already.
+    assert_eq!(db.store.migrate().await.unwrap(), Vec::<i64>::new());
+    let applied = db.store.applied_migrations().await.unwrap();
+    assert!(!applied.is_empty());
+    db.store
+        .insert_bars(&[bar("A", 1, "1", "1", "1", "1", "1")], OnConflict::Error)
+        .await
+        .unwrap();
+
+    // Revert everything, one migration at a time; the table is gone afterwards.
+    for expected in applied.iter().rev() {
+        assert_eq!(db.store.revert().await.unwrap(), Some(*expected));
+    }
+    assert_eq!(db.store.revert().await.unwrap(), None);
+    assert!(
+        db.store.read_bars(&BarFilter::default()).await.is_err(),
+        "market_data survived revert"
+    );
+
+    // Re-apply: an empty, working table with change tracking again.
+    assert_eq!(db.store.migrate().await.unwrap(), applied);
+    assert_eq!(db.count().await, 0);
+    db.store
+        .insert_bars(&[bar("A", 1, "1", "1", "1", "1", "1")], OnConflict::Error)
+        .await
+        .unwrap();
+    assert_eq!(db.count().await, 1);
+    assert_eq!(db.store.change_log().await.unwrap().len(), 1);
+}
+
+fn changed(symbol: &str, tf: &str, day: u32) -> ChangedDay {
+    ChangedDay {
+        symbol: Some(symbol.into()),
+        timeframe: Some(tf.into()),
+        day: Some(day_of(
+            &Utc.with_ymd_and_hms(2024, 1, day, 0, 0, 0).unwrap(),
+        )),
+    }
+}
+
+async fn plain_sql_changes_reach_the_change_log(db: TestDb) {
+    let log = |db: &TestDb| {
+        let store = db.store.clone();
+        async move {
+            let mut l = store.change_log().await.unwrap();
+            l.sort();
+            l.dedup();
+            l
+        }
+    };
+    assert_eq!(log(&db).await, vec![]);
+    let (t1, t2, t5) = match db.kind {
+        Kind::Sqlite => ("1704067200000000", "1704153600000000", "1704412800000000"),
+        Kind::Postgres => (
+            "'2024-01-01T00:00:00Z'",
+            "'2024-01-02T00:00:00Z'",
+            "'2024-01-05T00:00:00Z'",
+        ),
+    };
+    db.plain_sql(&format!(
+        "INSERT INTO market_data VALUES ('AAA', '1d', {t1}, '1', '2', '1', '2', '100');
+         INSERT INTO market_data VALUES ('BBB', '1h', {t2}, '1', '2', '1', '2', '100');"
+    ))
+    .await;
+    assert_eq!(
+        log(&db).await,
+        vec![changed("AAA", "1d", 1), changed("BBB", "1h", 2)]
+    );
+
+    // An update that moves a bar to another day touches both days.
+    db.plain_sql(&format!(
+        "UPDATE market_data SET ts = {t5} WHERE symbol = 'AAA'"
+    ))
+    .await;
+    assert_eq!(
+        log(&db).await,
+        vec![
+            changed("AAA", "1d", 1),
+            changed("AAA", "1d", 5),
+            changed("BBB", "1h", 2)
+        ]
+    );
+
+    db.plain_sql("DELETE FROM market_data WHERE symbol = 'BBB'")
+        .await;
+    assert_eq!(db.count().await, 1);
+    assert!(log(&db).await.contains(&changed("BBB", "1h", 2)));
+
+    if db.kind == Kind::Postgres {
+        // TRUNCATE has no rows to report: it marks the whole table as changed.
+        db.plain_sql("TRUNCATE market_data").await;
+        assert!(log(&db).await.contains(&ChangedDay {
+            symbol: None,
+            timeframe: None,
+            day: None
+        }));
+    }
+}
+
+async fn database_constraints_refuse_invalid_bars(db: TestDb) {
+    // What a careless plain-SQL writer might try; the CHECK constraints refuse all of it.
+    let ts = match db.kind {
+        Kind::Sqlite => "0",
+        Kind::Postgres => "'2024-01-01T00:00:00Z'",
+    };
+    let bad_rows = [
+        format!("('aapl', '1d', {ts}, '1', '1', '1', '1', '1')"),
+        format!("('A B', '1d', {ts}, '1', '1', '1', '1', '1')"),
+        format!("('A', '1y', {ts}, '1', '1', '1', '1', '1')"),
+        format!("('A', '1d', {ts}, '2', '1', '1', '1', '1')"),
+        format!("('A', '1d', {ts}, '1', '1', '1', '1', '-1')"),
+    ];
+    for row in bad_rows {
+        let sql = format!("INSERT INTO market_data VALUES {row}");
+        let result = match db.kind {
+            Kind::Sqlite => sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(db.store.sqlite_pool().unwrap())
+                .await
+                .map(|_| ()),
+            Kind::Postgres => sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(db.store.postgres_pool().unwrap())
+                .await
+                .map(|_| ()),
+        };
+        let err = result.expect_err(&row);
+        assert!(
+            err.to_string().to_lowercase().contains("check"),
+            "{row}: {err}"
+        );
+    }
+    assert_eq!(db.count().await, 0);
+}
