@@ -105,6 +105,45 @@ pub struct ChangedDay {
     pub day: Option<i64>,
 }
 
+/// How far a consumer has read the change log. It is stored with the published cache, so the
+/// cache and its source position always advance together.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum FeedPosition {
+    /// Nothing consumed yet: the next batch reports every day ever logged.
+    #[default]
+    Start,
+    /// SQLite: every change stamped with an epoch at or below `epoch` is consumed.
+    Sqlite {
+        /// Last closed epoch consumed.
+        epoch: i64,
+    },
+    /// PostgreSQL: every transaction below `xmin` is consumed, and so are the transactions in
+    /// `done` (which committed above that horizon before the last read).
+    Postgres {
+        /// All transaction ids below this one had finished when the log was last read.
+        xmin: i64,
+        /// Finished transactions at or above `xmin` whose changes were already consumed.
+        done: Vec<i64>,
+    },
+}
+
+/// Changes read from the log, and the position to record once they are applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeBatch {
+    /// The `(symbol, timeframe, day)`s touched since the previous position, without repeats.
+    pub days: std::collections::BTreeSet<ChangedDay>,
+    /// The position after these changes.
+    pub next: FeedPosition,
+}
+
+impl ChangeBatch {
+    /// True when the table was truncated: everything must be re-read.
+    pub fn everything(&self) -> bool {
+        self.days.iter().any(|d| d.symbol.is_none())
+    }
+}
+
 /// A connection pool to the configured database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -255,6 +294,30 @@ impl Store {
         match &self.inner {
             Inner::Sqlite(p) => sqlite::summary(p).await,
             Inner::Postgres(p) => postgres::summary(p).await,
+        }
+    }
+
+    /// The changes committed after `since`, and the position that follows them.
+    ///
+    /// Reading the table afterwards (in any later snapshot) and applying what it holds for
+    /// these days brings a mirror up to `next` at least; a change that commits meanwhile is
+    /// reported again by the next call, never lost. On SQLite this closes the open epoch with a
+    /// short write, but only when there is something to close.
+    pub async fn changes_since(&self, since: &FeedPosition) -> Result<ChangeBatch> {
+        match &self.inner {
+            Inner::Sqlite(p) => sqlite::changes_since(p, since).await,
+            Inner::Postgres(p) => postgres::changes_since(p, since).await,
+        }
+    }
+
+    /// Forgets log entries that `position` has consumed (PostgreSQL; SQLite's log keeps one
+    /// row per day and needs no pruning). Call it only after the position is durably recorded.
+    pub async fn prune_changes(&self, position: &FeedPosition) -> Result<u64> {
+        match (&self.inner, position) {
+            (Inner::Postgres(p), FeedPosition::Postgres { xmin, .. }) => {
+                postgres::prune(p, *xmin).await
+            }
+            _ => Ok(0),
         }
     }
 

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
-use super::{BarFilter, ChangedDay, OnConflict, SeriesSummary};
+use super::{BarFilter, ChangeBatch, ChangedDay, FeedPosition, OnConflict, SeriesSummary};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 use crate::model::{Bar, Symbol, Timeframe, format_ts};
@@ -270,6 +270,67 @@ pub(super) async fn change_log(pool: &PgPool) -> Result<Vec<ChangedDay>> {
             })
         })
         .collect()
+}
+
+pub(super) async fn changes_since(pool: &PgPool, since: &FeedPosition) -> Result<ChangeBatch> {
+    let (prev_xmin, prev_done): (i64, &[i64]) = match since {
+        FeedPosition::Start => (0, &[]),
+        FeedPosition::Postgres { xmin, done } => (*xmin, done),
+        other => {
+            return Err(Error::invalid(format!(
+                "the cache was built from another backend ({other:?}); run `quiver sync --full`"
+            )));
+        }
+    };
+    // One snapshot for the horizon and the log, so they agree.
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let xmin: i64 =
+        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut *tx)
+            .await?;
+    // Every row visible here belongs to a committed transaction. Those below the previous
+    // horizon were consumed before; those in `done` too.
+    let rows = sqlx::query(
+        "SELECT DISTINCT txid::text::bigint AS txid, symbol, timeframe, day \
+         FROM market_data_changes \
+         WHERE txid >= $1::text::xid8 AND NOT (txid::text::bigint = ANY($2))",
+    )
+    .bind(prev_xmin)
+    .bind(prev_done)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut days = std::collections::BTreeSet::new();
+    let mut done: Vec<i64> = prev_done.iter().copied().filter(|t| *t >= xmin).collect();
+    for r in &rows {
+        let txid: i64 = r.try_get("txid")?;
+        if txid >= xmin {
+            done.push(txid);
+        }
+        days.insert(ChangedDay {
+            symbol: r.try_get("symbol")?,
+            timeframe: r.try_get("timeframe")?,
+            day: r.try_get("day")?,
+        });
+    }
+    done.sort_unstable();
+    done.dedup();
+    Ok(ChangeBatch {
+        days,
+        next: FeedPosition::Postgres { xmin, done },
+    })
+}
+
+pub(super) async fn prune(pool: &PgPool, xmin: i64) -> Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM market_data_changes WHERE txid < $1::text::xid8")
+            .bind(xmin)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use super::{BarFilter, ChangedDay, OnConflict, SeriesSummary};
+use super::{BarFilter, ChangeBatch, ChangedDay, FeedPosition, OnConflict, SeriesSummary};
 use crate::error::{Error, Result};
 use crate::model::{Bar, Symbol, Timeframe, decimal_text, format_ts, ts_from_micros};
 
@@ -245,4 +245,60 @@ pub(super) async fn change_log(pool: &SqlitePool) -> Result<Vec<ChangedDay>> {
             })
         })
         .collect()
+}
+
+pub(super) async fn changes_since(pool: &SqlitePool, since: &FeedPosition) -> Result<ChangeBatch> {
+    let consumed = match since {
+        FeedPosition::Start => 0,
+        FeedPosition::Sqlite { epoch } => *epoch,
+        other => {
+            return Err(Error::invalid(format!(
+                "the cache was built from another backend ({other:?}); run `quiver sync --full`"
+            )));
+        }
+    };
+    let newest: Option<i64> = sqlx::query_scalar("SELECT max(epoch) FROM market_data_changes")
+        .fetch_one(pool)
+        .await?;
+    if newest.is_none_or(|n| n <= consumed) {
+        // Nothing new: report the same position and write nothing (a poll must not wake the
+        // file watcher with a write of its own).
+        let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM quiver_clock WHERE id = 1")
+            .fetch_one(pool)
+            .await?;
+        let next = match since {
+            FeedPosition::Start => FeedPosition::Sqlite { epoch: epoch - 1 },
+            same => same.clone(),
+        };
+        return Ok(ChangeBatch {
+            days: Default::default(),
+            next,
+        });
+    }
+    // Close the open epoch. The UPDATE takes the write lock, so every transaction that stamped
+    // a change with the closed epoch has committed by now.
+    let closed: i64 = sqlx::query_scalar(
+        "UPDATE quiver_clock SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch - 1",
+    )
+    .fetch_one(pool)
+    .await?;
+    let rows = sqlx::query(
+        "SELECT symbol, timeframe, day FROM market_data_changes WHERE epoch > ? AND epoch <= ?",
+    )
+    .bind(consumed)
+    .bind(closed)
+    .fetch_all(pool)
+    .await?;
+    let mut days = std::collections::BTreeSet::new();
+    for r in &rows {
+        days.insert(ChangedDay {
+            symbol: r.try_get("symbol")?,
+            timeframe: r.try_get("timeframe")?,
+            day: r.try_get("day")?,
+        });
+    }
+    Ok(ChangeBatch {
+        days,
+        next: FeedPosition::Sqlite { epoch: closed },
+    })
 }

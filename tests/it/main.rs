@@ -4,5 +4,6 @@
 mod harness;
 
 mod cli;
+mod feed;
 mod import;
 mod store;
