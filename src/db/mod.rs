@@ -19,6 +19,10 @@ use crate::config::{DatabaseConfig, redact_url};
 use crate::error::{Error, Result};
 use crate::model::{Bar, Symbol, Timeframe};
 
+/// Statements slower than this are logged by sqlx, at debug level only: bulk loads and full
+/// scans are expected to take longer, and a warning for each would be noise.
+const SLOW_STATEMENT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Which database holds the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

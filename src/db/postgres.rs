@@ -8,8 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{AssertSqlSafe, ConnectOptions, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
+use super::SLOW_STATEMENT;
 use super::{BarFilter, ChangeBatch, ChangedDay, FeedPosition, OnConflict, SeriesSummary};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
@@ -21,7 +22,8 @@ const COPY_CHUNK: usize = 1 << 20;
 pub(super) async fn connect(config: &DatabaseConfig) -> Result<PgPool> {
     let mut options = PgConnectOptions::from_str(&config.url)?
         .application_name("quiver")
-        .options([("TimeZone", "UTC")]);
+        .options([("TimeZone", "UTC")])
+        .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
     if let Some(schema) = &config.schema {
         check_identifier(schema)?;
         options = options.options([("search_path", schema.as_str())]);
@@ -84,22 +86,28 @@ pub(super) struct Writer {
     tx: Transaction<'static, Postgres>,
     policy: OnConflict,
     buf: String,
+    copied: u64,
 }
 
 impl Writer {
     pub(super) async fn begin(pool: &PgPool, policy: OnConflict) -> Result<Self> {
         let mut tx = pool.begin().await?;
-        // Temporary: never WAL-logged, private to this session, dropped at commit or rollback.
-        sqlx::query(
-            "CREATE TEMP TABLE quiver_staging \
-             (LIKE market_data INCLUDING DEFAULTS) ON COMMIT DROP",
-        )
-        .execute(&mut *tx)
-        .await?;
+        if policy != OnConflict::Error {
+            // Temporary: never WAL-logged, private to this session, dropped at commit or
+            // rollback. With the `error` policy there is nothing to merge, so bars are copied
+            // straight into market_data and a duplicate key fails the COPY.
+            sqlx::query(
+                "CREATE TEMP TABLE quiver_staging \
+                 (LIKE market_data INCLUDING DEFAULTS) ON COMMIT DROP",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         Ok(Writer {
             tx,
             policy,
             buf: String::with_capacity(COPY_CHUNK + 4096),
+            copied: 0,
         })
     }
 
@@ -107,13 +115,24 @@ impl Writer {
         if bars.is_empty() {
             return Ok(());
         }
-        let mut copy = self
-            .tx
-            .copy_in_raw(
-                "COPY quiver_staging (symbol, timeframe, ts, open, high, low, close, volume) \
-                 FROM STDIN",
-            )
-            .await?;
+        let statement = if self.policy == OnConflict::Error {
+            "COPY market_data (symbol, timeframe, ts, open, high, low, close, volume) FROM STDIN"
+        } else {
+            "COPY quiver_staging (symbol, timeframe, ts, open, high, low, close, volume) FROM STDIN"
+        };
+        self.buf.clear();
+        match self.copy(statement, bars).await {
+            Ok(n) => {
+                self.copied += n;
+                Ok(())
+            }
+            Err(Error::Database(e)) => Err(conflict_from(&e).unwrap_or(Error::Database(e))),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn copy(&mut self, statement: &str, bars: &[Bar]) -> Result<u64> {
+        let mut copy = self.tx.copy_in_raw(statement).await?;
         for bar in bars {
             // Symbols and timeframes are validated to characters that need no COPY escaping.
             let _ = writeln!(
@@ -137,13 +156,15 @@ impl Writer {
             copy.send(self.buf.as_bytes()).await?;
             self.buf.clear();
         }
-        copy.finish().await?;
-        Ok(())
+        Ok(copy.finish().await?)
     }
 
     pub(super) async fn commit(mut self) -> Result<u64> {
         let merge = match self.policy {
-            OnConflict::Error => "INSERT INTO market_data SELECT * FROM quiver_staging",
+            OnConflict::Error => {
+                self.tx.commit().await?;
+                return Ok(self.copied);
+            }
             OnConflict::Skip => {
                 "INSERT INTO market_data SELECT * FROM quiver_staging \
                  ON CONFLICT (symbol, timeframe, ts) DO NOTHING"
