@@ -1,6 +1,7 @@
 //! SQLite: WAL, `synchronous=NORMAL`, a busy timeout; bulk writes as multi-row prepared inserts
 //! in one transaction.
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -79,18 +80,25 @@ pub(super) struct Writer {
     policy: OnConflict,
     full_sql: String,
     written: u64,
+    /// The `(symbol, timeframe, day)`s written, logged at commit in place of the trigger.
+    days: BTreeSet<(Symbol, Timeframe, i64)>,
 }
 
 impl Writer {
     pub(super) async fn begin(pool: &SqlitePool, policy: OnConflict) -> Result<Self> {
         // IMMEDIATE takes the write lock now, so a concurrent writer waits on the busy timeout
         // instead of failing our transaction half-way.
-        let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The insert trigger stands aside for this transaction; commit() logs the days instead.
+        sqlx::query("UPDATE quiver_clock SET bulk = 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
         Ok(Writer {
             tx,
             policy,
             full_sql: insert_sql(ROWS_PER_STATEMENT, policy),
             written: 0,
+            days: BTreeSet::new(),
         })
     }
 
@@ -103,6 +111,14 @@ impl Writer {
             };
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for bar in chunk {
+                let day = super::day_of(&bar.ts);
+                if self
+                    .days
+                    .last()
+                    .is_none_or(|(s, t, d)| (s, t, *d) != (&bar.symbol, &bar.timeframe, day))
+                {
+                    self.days.insert((bar.symbol.clone(), bar.timeframe, day));
+                }
                 query = query
                     .bind(bar.symbol.as_str().to_owned())
                     .bind(bar.timeframe.to_string())
@@ -147,7 +163,27 @@ impl Writer {
         Ok(None)
     }
 
-    pub(super) async fn commit(self) -> Result<u64> {
+    pub(super) async fn commit(mut self) -> Result<u64> {
+        let days: Vec<_> = std::mem::take(&mut self.days).into_iter().collect();
+        for chunk in days.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO market_data_changes (symbol, timeframe, day, epoch) ",
+            );
+            q.push_values(chunk, |mut row, (symbol, timeframe, day)| {
+                row.push_bind(symbol.as_str().to_owned())
+                    .push_bind(timeframe.to_string())
+                    .push_bind(*day)
+                    .push("(SELECT epoch FROM quiver_clock WHERE id = 1)");
+            });
+            q.push(
+                " ON CONFLICT (symbol, timeframe, day) DO UPDATE SET epoch = excluded.epoch \
+                 WHERE market_data_changes.epoch < excluded.epoch",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        sqlx::query("UPDATE quiver_clock SET bulk = 0 WHERE id = 1")
+            .execute(&mut *self.tx)
+            .await?;
         self.tx.commit().await?;
         Ok(self.written)
     }

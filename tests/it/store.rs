@@ -32,7 +32,53 @@ both!(
     plain_sql_changes_reach_the_change_log,
     database_constraints_refuse_invalid_bars,
     microsecond_timestamps_round_trip,
+    quiver_writes_are_tracked_and_leave_the_trigger_on,
 );
+
+async fn quiver_writes_are_tracked_and_leave_the_trigger_on(db: TestDb) {
+    let bars = [
+        bar("A", 1, "1", "1", "1", "1", "1"),
+        bar("A", 2, "1", "1", "1", "1", "1"),
+        bar("B", 2, "1", "1", "1", "1", "1"),
+    ];
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    // A failed write (conflict) rolls back whatever it switched off.
+    assert!(
+        db.store
+            .insert_bars(&bars[..1], OnConflict::Error)
+            .await
+            .is_err()
+    );
+    let mut log = db.store.change_log().await.unwrap();
+    log.sort();
+    assert_eq!(
+        log,
+        vec![
+            changed("A", "1d", 1),
+            changed("A", "1d", 2),
+            changed("B", "1d", 2)
+        ]
+    );
+    // Another client's insert afterwards is still caught by the trigger.
+    let t = match db.kind {
+        Kind::Sqlite => "1704240000000000".to_string(),
+        Kind::Postgres => "'2024-01-03T00:00:00Z'".to_string(),
+    };
+    db.plain_sql(&format!(
+        "INSERT INTO market_data VALUES ('C', '1d', {t}, '1', '1', '1', '1', '1')"
+    ))
+    .await;
+    assert!(
+        db.store
+            .change_log()
+            .await
+            .unwrap()
+            .contains(&changed("C", "1d", 3))
+    );
+}
 
 async fn decimals_round_trip_exactly(db: TestDb) {
     let bars = vec![
