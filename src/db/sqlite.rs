@@ -14,9 +14,9 @@ use super::{BarFilter, ChangeBatch, ChangedDay, FeedPosition, OnConflict, Series
 use crate::error::{Error, Result};
 use crate::model::{Bar, Symbol, Timeframe, decimal_text, format_ts, ts_from_micros};
 
-/// Rows per multi-row INSERT: 8 parameters each stays well under SQLite's 32766 limit while
+/// Rows per multi-row INSERT: 8 parameters each stays under SQLite's 32766 limit while
 /// amortising the per-statement round trip to sqlx's worker thread.
-const ROWS_PER_STATEMENT: usize = 1024;
+const ROWS_PER_STATEMENT: usize = 4000;
 
 pub(super) async fn connect(url: &str) -> Result<SqlitePool> {
     let options = SqliteConnectOptions::from_str(url)?
@@ -24,6 +24,7 @@ pub(super) async fn connect(url: &str) -> Result<SqlitePool> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
+        .pragma("cache_size", "-65536")
         .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
     let file = options.get_filename();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
