@@ -95,14 +95,13 @@ fn cents(x: f64) -> Decimal {
     Decimal::new((x * 100.0).round().max(1.0) as i64, 2)
 }
 
-/// Generates the bars of one symbol, calling `sink` with batches in time order.
+/// Generates the bars of one symbol, in time order.
 fn generate_symbol(
     options: &GenerateOptions,
     index: usize,
     symbol: &Symbol,
     days: &[NaiveDate],
-    sink: &mut dyn FnMut(Vec<Bar>) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<Bar>> {
     let (step, per_day) = schedule(options.timeframe)?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     rng.set_stream(index as u64);
@@ -113,6 +112,7 @@ fn generate_symbol(
     let mut normal = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5eed);
     normal.set_stream(index as u64);
     let mut z = || -> f64 { StandardNormal.sample(&mut normal) };
+    let mut bars = Vec::with_capacity(days.len() * per_day as usize);
     for day in days {
         let midnight = Utc
             .with_ymd_and_hms(day.year(), day.month(), day.day(), 0, 0, 0)
@@ -125,7 +125,6 @@ fn generate_symbol(
             midnight + SESSION_OPEN_MICROS
         };
         price *= (0.01 * z()).exp(); // overnight gap
-        let mut batch = Vec::with_capacity(per_day as usize);
         for i in 0..per_day {
             let open = price;
             let close = open * (sigma * z()).exp();
@@ -138,7 +137,7 @@ fn generate_symbol(
             let t = (i as f64 + 0.5) / per_day as f64 - 0.5;
             let shape = 1.0 + 6.0 * t * t; // busier at the open and the close
             let volume = (daily_volume / per_day as f64 * shape * (0.5 * z()).exp()).round();
-            batch.push(Bar {
+            bars.push(Bar {
                 symbol: symbol.clone(),
                 timeframe: options.timeframe,
                 ts: crate::model::ts_from_micros(first + i * step)?,
@@ -149,67 +148,49 @@ fn generate_symbol(
                 volume: Decimal::from(volume as i64),
             });
         }
-        sink(batch)?;
     }
-    Ok(())
+    Ok(bars)
 }
 
-/// Generates the bars and hands them to `sink` in batches (symbol by symbol, in time order).
-pub fn generate(
-    options: &GenerateOptions,
-    sink: &mut dyn FnMut(Vec<Bar>) -> Result<()>,
-) -> Result<()> {
+/// The bars of each symbol in turn (`SYM001` first), each symbol's in time order; one symbol's
+/// bars are made only when the iterator reaches it.
+pub fn by_symbol(options: &GenerateOptions) -> Result<impl Iterator<Item = Result<Vec<Bar>>> + '_> {
     schedule(options.timeframe)?;
     let days = trading_days(options.start, options.days);
-    for (i, name) in symbol_names(options.symbols).iter().enumerate() {
-        let symbol = Symbol::parse(name).map_err(Error::InvalidArgument)?;
-        generate_symbol(options, i, &symbol, &days, sink)?;
-    }
-    Ok(())
+    Ok(symbol_names(options.symbols)
+        .into_iter()
+        .enumerate()
+        .map(move |(i, name)| {
+            let symbol = Symbol::parse(&name).map_err(Error::InvalidArgument)?;
+            generate_symbol(options, i, &symbol, &days)
+        }))
 }
 
 /// Generates all bars into memory.
 pub fn generate_vec(options: &GenerateOptions) -> Result<Vec<Bar>> {
     let mut out = Vec::with_capacity(bar_count(options)? as usize);
-    generate(options, &mut |batch| {
-        out.extend(batch);
-        Ok(())
-    })?;
+    for bars in by_symbol(options)? {
+        out.extend(bars?);
+    }
     Ok(out)
 }
 
-/// Generates the bars and writes them through the bulk path in one transaction.
+/// Generates the bars and writes them through the bulk path in one transaction, one symbol at a
+/// time, so memory holds one symbol's bars and not the whole data set.
 pub async fn generate_into(
     store: &Store,
     options: &GenerateOptions,
     policy: OnConflict,
 ) -> Result<WriteReport> {
-    const BATCH: usize = 100_000;
-    let total = bar_count(options)?;
-    let bar = progress::rows(total, "generating");
+    let progress = progress::rows(bar_count(options)?, "generating");
     let mut writer = store.writer(policy).await?;
-    let days = trading_days(options.start, options.days);
-    let mut pending: Vec<Bar> = Vec::with_capacity(BATCH);
-    for (i, name) in symbol_names(options.symbols).iter().enumerate() {
-        let symbol = Symbol::parse(name).map_err(Error::InvalidArgument)?;
-        let mut batches = Vec::new();
-        generate_symbol(options, i, &symbol, &days, &mut |b| {
-            batches.push(b);
-            Ok(())
-        })?;
-        for b in batches {
-            pending.extend(b);
-            if pending.len() >= BATCH {
-                writer.write(&pending).await?;
-                bar.inc(pending.len() as u64);
-                pending.clear();
-            }
-        }
+    for bars in by_symbol(options)? {
+        let bars = bars?;
+        writer.write(&bars).await?;
+        progress.inc(bars.len() as u64);
     }
-    writer.write(&pending).await?;
-    bar.inc(pending.len() as u64);
     let report = writer.commit().await?;
-    bar.finish_and_clear();
+    progress.finish_and_clear();
     Ok(report)
 }
 
