@@ -156,3 +156,62 @@ async fn quickstart_on_the_embedded_default() {
         "{again}"
     );
 }
+
+/// `--config` picks a file whose relative paths count from its own folder; the variables
+/// override the file and the flags override both.
+#[tokio::test]
+async fn config_file_variables_and_flags_layer_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("site")).unwrap();
+    std::fs::write(
+        dir.path().join("site/quiver.toml"),
+        "[database]\nurl = \"sqlite://db/file.db\"\n[sync]\npoll_interval = \"250ms\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("QUIVER_DATABASE_URL")
+            .env_remove("QUIVER_DATABASE_SCHEMA")
+            .env_remove("QUIVER_CACHE_DIR")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    run(&["--config", "site/quiver.toml", "migrate"], &[]);
+    assert!(
+        dir.path().join("site/db/file.db").is_file(),
+        "relative to the config file"
+    );
+    run(
+        &["--config", "site/quiver.toml", "migrate"],
+        &[("QUIVER_DATABASE_URL", "sqlite://env.db")],
+    );
+    assert!(dir.path().join("env.db").is_file(), "variable over file");
+    run(
+        &[
+            "--config",
+            "site/quiver.toml",
+            "--database-url",
+            "sqlite://flag.db",
+            "migrate",
+        ],
+        &[("QUIVER_DATABASE_URL", "sqlite://env2.db")],
+    );
+    assert!(dir.path().join("flag.db").is_file(), "flag over variable");
+    assert!(!dir.path().join("env2.db").exists());
+
+    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["--config", "missing.toml", "migrate"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("quiver: missing.toml: "),
+        "{}",
+        text(&out.stderr)
+    );
+}

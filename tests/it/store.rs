@@ -407,3 +407,54 @@ async fn database_constraints_refuse_invalid_bars(db: TestDb) {
     }
     assert_eq!(db.count().await, 0);
 }
+
+/// WAL, synchronous=NORMAL and a busy timeout on every SQLite connection of the pool.
+#[tokio::test]
+async fn sqlite_connections_use_wal_normal_sync_and_a_busy_timeout() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let pool = db.store.sqlite_pool().unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!((mode.as_str(), sync, busy), ("wal", 1, 10_000));
+}
+
+/// The PostgreSQL pool checks a connection before handing it out: a connection killed by the
+/// server (restart, idle timeout, admin) is replaced instead of failing the next query.
+#[tokio::test]
+async fn postgres_pool_replaces_a_connection_the_server_killed() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let mut config = db.config.database.clone();
+    config.max_connections = 1;
+    let store = quiver::Store::connect(&config).await.unwrap();
+    let pool = store.postgres_pool().unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let admin = sqlx::PgPool::connect(&crate::harness::pg_url())
+        .await
+        .unwrap();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(killed);
+    let summary = store.summary().await.expect("the pool reconnects");
+    assert!(summary.is_empty());
+    let new_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_ne!(pid, new_pid);
+}
