@@ -8,13 +8,17 @@ use std::time::Instant;
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 
+use crate::cache::Cache;
 use crate::config::Config;
+use crate::daemon;
 use crate::db::{BarFilter, OnConflict, Store};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, generate_into};
 use crate::import::{Format, ImportOptions, import_files};
 use crate::model::{Symbol, Timeframe, parse_time_arg};
+use crate::output;
 use crate::quickstart;
+use crate::sync::{Syncer, status, verify};
 
 /// Keep an SQL `market_data` table mirrored as a partitioned Parquet cache.
 #[derive(Debug, Parser)]
@@ -57,6 +61,32 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Write deterministic synthetic bars.
     Generate(GenerateArgs),
+    /// Bring the Parquet cache up to date: one pass, or the daemon with --watch.
+    Sync {
+        /// Keep running, syncing on every change (stop with Ctrl-C or SIGTERM).
+        #[arg(long)]
+        watch: bool,
+        /// Rebuild the cache from scratch.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Show the cache's state and how far behind the database it is.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+        format: StatusFormat,
+    },
+    /// Compare the cache with the table, partition by partition; exit 1 on a difference.
+    Verify,
+}
+
+/// Output of `quiver status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// A table for people.
+    Table,
+    /// One JSON object.
+    Json,
 }
 
 /// `quiver import`
@@ -233,6 +263,68 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                     report.received as f64 / secs.max(1e-9)
                 ),
             )?;
+        }
+        Command::Sync { watch, full } => {
+            let cache = Cache::new(&config.cache.dir);
+            let mut syncer =
+                Syncer::new(store, cache, config.database.schema.clone())?.with_progress(true);
+            if watch {
+                if full {
+                    let report = syncer.pass(true).await?;
+                    w(out, report.to_string())?;
+                }
+                daemon::run(
+                    &mut syncer,
+                    config.sync.poll_interval,
+                    daemon::shutdown_signal(),
+                )
+                .await?;
+            } else {
+                let report = syncer.pass(full).await?;
+                w(out, report.to_string())?;
+            }
+        }
+        Command::Status { format } => {
+            let cache = Cache::new(&config.cache.dir);
+            let status = status(&store, &cache).await?;
+            let text = match format {
+                StatusFormat::Json => serde_json::to_string_pretty(&status)
+                    .map_err(|e| Error::invalid(format!("status: {e}")))?,
+                StatusFormat::Table => output::status_table(&status)?,
+            };
+            w(out, text)?;
+        }
+        Command::Verify => {
+            let cache = Cache::new(&config.cache.dir);
+            let report = verify(&store, &cache).await?;
+            for d in &report.differences {
+                w(
+                    out,
+                    format!(
+                        "differs: {} (database {} rows, cache {} rows): {}",
+                        d.partition, d.database_rows, d.cache_rows, d.detail
+                    ),
+                )?;
+            }
+            if report.differences.is_empty() {
+                w(
+                    out,
+                    format!(
+                        "cache equals the table: {} partitions, {} rows",
+                        report.partitions, report.rows
+                    ),
+                )?;
+            } else {
+                w(
+                    out,
+                    format!(
+                        "{} of {} partitions differ",
+                        report.differences.len(),
+                        report.partitions
+                    ),
+                )?;
+                return Ok(1);
+            }
         }
     }
     Ok(0)

@@ -78,6 +78,10 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 
+    /// Writing or reading a Parquet file failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+
     /// Applying or reverting migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

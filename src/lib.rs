@@ -12,6 +12,8 @@
 //!   the change log that the sync daemon consumes.
 //! - [`import`]: Yahoo, backtrader, Binance and CSV files, all-or-nothing.
 //! - [`generate`]: deterministic synthetic bars for benchmarks and tests.
+//! - [`cache`]: the Parquet cache on disk: layout, manifest, atomic publication.
+//! - [`sync`]: one sync pass, `status` and `verify`; [`daemon`]: `sync --watch`.
 //!
 //! ```no_run
 //! # async fn demo() -> quiver::Result<()> {
@@ -29,21 +31,26 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod error;
+mod failpoint;
 pub mod generate;
 pub mod import;
 pub mod model;
 pub mod output;
 pub mod progress;
 pub mod quickstart;
+pub mod sync;
 
 pub use config::Config;
 pub use db::{BarFilter, OnConflict, Store, WriteReport};
 pub use error::{Error, Result};
 pub use model::{Bar, Symbol, Timeframe};
+pub use sync::Syncer;
 
 /// The Arrow, Parquet and DataFusion versions quiver is built with, so users never align
 /// versions by hand.

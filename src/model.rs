@@ -285,6 +285,80 @@ pub fn decimal_text(d: &Decimal) -> String {
     d.normalize().to_string()
 }
 
+/// Exact decimals as stored in the cache: `Decimal128(28, 8)`, i.e. the value times 10^8.
+pub const CACHE_PRECISION: u8 = 28;
+/// Scale of every price and volume in the cache.
+pub const CACHE_SCALE: i8 = 8;
+const MAX_UNSCALED: i128 = 10_000_000_000_000_000_000_000_000_000; // 10^28
+
+/// A decimal as an integer count of 10^-8 units (the cache's `Decimal128(28, 8)` value).
+/// Fails when the value needs more than 8 fractional digits or 28 digits in all.
+pub fn fixed8_from_decimal(d: Decimal) -> Result<i128, String> {
+    let d = d.normalize();
+    let scale = d.scale();
+    if scale > MAX_SCALE {
+        return Err(format!(
+            "{d} has {scale} fractional digits; at most {MAX_SCALE} are kept exactly"
+        ));
+    }
+    let v = d.mantissa() * 10i128.pow(MAX_SCALE - scale);
+    if v.abs() >= MAX_UNSCALED {
+        return Err(format!("{d} does not fit 28 digits"));
+    }
+    Ok(v)
+}
+
+/// Parses decimal text straight into 10^-8 units. Plain notation (`-12.5`, `0.00002853`) takes
+/// a fast path; anything else (a REAL that SQLite turned into text, such as `1.0e-05`) goes
+/// through [`Decimal`]'s parser and must still be exact at 8 fractional digits.
+pub fn fixed8_from_text(text: &str) -> Result<i128, String> {
+    let bytes = text.as_bytes();
+    let (negative, body) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let mut int: i128 = 0;
+    let mut frac_digits = 0u32;
+    let mut seen_dot = false;
+    let mut digits = 0usize;
+    let mut plain = !body.is_empty() && body.len() <= 38;
+    if plain {
+        for &b in body {
+            match b {
+                b'0'..=b'9' => {
+                    if seen_dot {
+                        frac_digits += 1;
+                    }
+                    int = int * 10 + i128::from(b - b'0');
+                    digits += 1;
+                }
+                b'.' if !seen_dot => seen_dot = true,
+                _ => {
+                    plain = false;
+                    break;
+                }
+            }
+        }
+    }
+    if plain
+        && digits > 0
+        && frac_digits <= MAX_SCALE
+        && let Some(v) = int.checked_mul(10i128.pow(MAX_SCALE - frac_digits))
+        && v < MAX_UNSCALED
+    {
+        return Ok(if negative { -v } else { v });
+    }
+    let d = Decimal::from_str_exact(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .map_err(|e| format!("{text:?} is not a decimal number: {e}"))?;
+    fixed8_from_decimal(d)
+}
+
+/// The decimal of a value in 10^-8 units, normalized (no trailing zeros).
+pub fn decimal_from_fixed8(v: i128) -> Decimal {
+    Decimal::from_i128_with_scale(v, MAX_SCALE).normalize()
+}
+
 /// Parses a time given on the command line: RFC 3339, or a date (`2024-06-03`) meaning midnight
 /// UTC, or the last microsecond of that day when `end_of_day` is set (inclusive range ends).
 pub fn parse_time_arg(raw: &str, end_of_day: bool) -> Result<DateTime<Utc>> {
@@ -341,6 +415,31 @@ pub fn ts_from_micros(micros: i64) -> Result<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed8_round_trips_exactly() {
+        for (text, units) in [
+            ("0.00002853", 2853),
+            ("712345.12", 71_234_512_000_000),
+            ("-12.5", -1_250_000_000),
+            ("7", 700_000_000),
+            ("1.0e-05", 1000),
+            ("999999999999999999", 99_999_999_999_999_999_900_000_000),
+        ] {
+            assert_eq!(fixed8_from_text(text), Ok(units), "{text}");
+            assert_eq!(
+                decimal_from_fixed8(units),
+                Decimal::from_scientific(text)
+                    .or_else(|_| Decimal::from_str_exact(text))
+                    .unwrap()
+                    .normalize()
+            );
+        }
+        assert!(fixed8_from_text("0.000000001").is_err());
+        assert!(fixed8_from_text("abc").is_err());
+        assert!(fixed8_from_text("").is_err());
+        assert!(fixed8_from_decimal(Decimal::new(1, 9)).is_err());
+    }
 
     #[test]
     fn symbols_are_normalised_and_checked() {

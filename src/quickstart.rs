@@ -7,12 +7,14 @@ use std::path::Path;
 
 use chrono_tz::Tz;
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::db::{OnConflict, Store};
 use crate::error::{Error, Result};
 use crate::import::{Format, ImportOptions, read_text, write_bars};
 use crate::model::{Symbol, Timeframe};
 use crate::output;
+use crate::sync::{Syncer, status};
 
 /// A bundled sample: real bars from the backtrader project's example data (see data/README.md).
 pub struct Sample {
@@ -53,8 +55,8 @@ pub const SAMPLES: &[Sample] = &[
     },
 ];
 
-/// Migrates, imports the samples (skipping bars already there, so it can run again) and prints
-/// what the table holds.
+/// Migrates, imports the samples (skipping bars already there, so it can run again), prints
+/// what the table holds, syncs the cache and prints its status.
 pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<()> {
     let io = |e| Error::io("<stdout>", e);
     writeln!(out, "database: {}", config.redacted_url()).map_err(io)?;
@@ -101,5 +103,18 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
     .map_err(io)?;
     writeln!(out, "market_data now holds:").map_err(io)?;
     writeln!(out, "{}", output::series_table(&store.summary().await?)?).map_err(io)?;
+    let cache = Cache::new(&config.cache.dir);
+    let mut syncer = Syncer::new(store.clone(), cache.clone(), config.database.schema.clone())?
+        .with_progress(true);
+    let report = syncer.pass(false).await?;
+    writeln!(out, "sync: {report}").map_err(io)?;
+    drop(syncer);
+    writeln!(out, "cache status:").map_err(io)?;
+    writeln!(
+        out,
+        "{}",
+        output::status_table(&status(store, &cache).await?)?
+    )
+    .map_err(io)?;
     Ok(())
 }

@@ -148,6 +148,70 @@ impl ChangeBatch {
     }
 }
 
+/// Which rows [`Store::scan`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The whole table, ordered by `(symbol, timeframe, ts)`.
+    All,
+    /// One series, ordered by `ts`, optionally limited to `start <= ts < end` (microseconds).
+    Series {
+        /// Instrument.
+        symbol: String,
+        /// Bar length.
+        timeframe: String,
+        /// First microsecond included.
+        start: Option<i64>,
+        /// First microsecond excluded.
+        end: Option<i64>,
+    },
+}
+
+/// One row of a [`Store::scan`], in the cache's representation: prices and volume as integer
+/// counts of 10^-8 (exact), `ts` in microseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanRow {
+    /// `(symbol, timeframe)` when it differs from the previous row's (always on the first row);
+    /// `None` while the series continues, so a scan allocates per series, not per row.
+    pub series: Option<(String, String)>,
+    /// Open time, microseconds since the epoch.
+    pub ts: i64,
+    /// `open, high, low, close, volume` in 10^-8 units.
+    pub values: [i128; 5],
+}
+
+/// A stream of [`ScanRow`]s.
+pub type ScanStream<'a> = futures_util::stream::BoxStream<'a, Result<ScanRow>>;
+
+/// Names of the value columns, in [`ScanRow::values`] order.
+pub const VALUE_COLUMNS: [&str; 5] = ["open", "high", "low", "close", "volume"];
+
+/// Tracks the series of consecutive scanned rows, reporting each change once.
+#[derive(Default)]
+struct SeriesTracker {
+    symbol: String,
+    timeframe: String,
+    started: bool,
+}
+
+impl SeriesTracker {
+    fn next(&mut self, symbol: &str, timeframe: &str) -> Option<(String, String)> {
+        if self.started && self.symbol == symbol && self.timeframe == timeframe {
+            return None;
+        }
+        self.started = true;
+        symbol.clone_into(&mut self.symbol);
+        timeframe.clone_into(&mut self.timeframe);
+        Some((self.symbol.clone(), self.timeframe.clone()))
+    }
+
+    fn bad_value(&self, ts: i64, column: &str, message: String) -> Error {
+        Error::invalid(format!(
+            "market_data {} {} ts={ts}: {column}: {message}",
+            self.symbol, self.timeframe
+        ))
+    }
+}
+
 /// A connection pool to the configured database.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -199,6 +263,22 @@ impl Store {
     /// The database URL with the password removed.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
+    }
+
+    /// The configured PostgreSQL schema, if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The database file, when the backend is SQLite (its `-wal` file sits beside it).
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        use std::str::FromStr;
+        match self.inner {
+            Inner::Sqlite(_) => sqlx::sqlite::SqliteConnectOptions::from_str(&self.url)
+                .ok()
+                .map(|o| o.get_filename().to_path_buf()),
+            Inner::Postgres(_) => None,
+        }
     }
 
     /// The SQLite pool, when the backend is SQLite.
@@ -323,6 +403,65 @@ impl Store {
             }
             _ => Ok(0),
         }
+    }
+
+    /// Streams rows in the cache's representation (see [`Scan`] for the order).
+    pub fn scan(&self, scan: Scan) -> ScanStream<'_> {
+        match &self.inner {
+            Inner::Sqlite(p) => sqlite::scan(p, scan),
+            Inner::Postgres(p) => postgres::scan(p, scan),
+        }
+    }
+
+    /// Number of bars in the table.
+    pub async fn count_rows(&self) -> Result<u64> {
+        let n: i64 = match &self.inner {
+            Inner::Sqlite(p) => {
+                sqlx::query_scalar("SELECT count(*) FROM market_data")
+                    .fetch_one(p)
+                    .await?
+            }
+            Inner::Postgres(p) => {
+                sqlx::query_scalar("SELECT count(*) FROM market_data")
+                    .fetch_one(p)
+                    .await?
+            }
+        };
+        Ok(n.max(0) as u64)
+    }
+
+    /// Number of change-log entries committed after `position` (what a mirror at that
+    /// position still has to apply), without consuming anything.
+    pub async fn pending_changes(&self, position: &FeedPosition) -> Result<u64> {
+        let n: i64 = match (&self.inner, position) {
+            (Inner::Sqlite(p), FeedPosition::Sqlite { epoch }) => {
+                sqlx::query_scalar("SELECT count(*) FROM market_data_changes WHERE epoch > ?")
+                    .bind(epoch)
+                    .fetch_one(p)
+                    .await?
+            }
+            (Inner::Postgres(p), FeedPosition::Postgres { xmin, done }) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM market_data_changes \
+                     WHERE txid >= $1::text::xid8 AND NOT (txid::text::bigint = ANY($2))",
+                )
+                .bind(xmin)
+                .bind(done)
+                .fetch_one(p)
+                .await?
+            }
+            (Inner::Sqlite(p), _) => {
+                sqlx::query_scalar("SELECT count(*) FROM market_data_changes")
+                    .fetch_one(p)
+                    .await?
+            }
+            (Inner::Postgres(p), _) => {
+                sqlx::query_scalar("SELECT count(*) FROM market_data_changes")
+                    .fetch_one(p)
+                    .await?
+            }
+        };
+        Ok(n.max(0) as u64)
     }
 
     /// Every entry of the change log, in no particular order and whatever has been consumed:

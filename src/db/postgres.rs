@@ -10,11 +10,13 @@ use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
-use super::SLOW_STATEMENT;
+use futures_util::StreamExt;
+
 use super::{BarFilter, ChangeBatch, ChangedDay, FeedPosition, OnConflict, SeriesSummary};
+use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker, VALUE_COLUMNS};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
-use crate::model::{Bar, Symbol, Timeframe, format_ts};
+use crate::model::{Bar, Symbol, Timeframe, fixed8_from_decimal, format_ts};
 
 /// Bytes of COPY text sent per message.
 const COPY_CHUNK: usize = 1 << 20;
@@ -352,6 +354,46 @@ pub(super) async fn prune(pool: &PgPool, xmin: i64) -> Result<u64> {
             .await?
             .rows_affected(),
     )
+}
+
+const SCAN_ALL: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
+     FROM market_data ORDER BY symbol, timeframe, ts";
+const SCAN_SERIES: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
+     FROM market_data WHERE symbol = $1 AND timeframe = $2 ORDER BY ts";
+const SCAN_RANGE: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
+     FROM market_data WHERE symbol = $1 AND timeframe = $2 AND ts >= $3 AND ts < $4 \
+     ORDER BY ts";
+
+pub(super) fn scan(pool: &PgPool, scan: Scan) -> ScanStream<'_> {
+    let micros = |us: i64| DateTime::<Utc>::from_timestamp_micros(us);
+    let query = match scan {
+        Scan::All => sqlx::query(SCAN_ALL),
+        Scan::Series {
+            symbol,
+            timeframe,
+            start,
+            end,
+        } => match (start.and_then(micros), end.and_then(micros)) {
+            (Some(start), Some(end)) => sqlx::query(SCAN_RANGE)
+                .bind(symbol)
+                .bind(timeframe)
+                .bind(start)
+                .bind(end),
+            _ => sqlx::query(SCAN_SERIES).bind(symbol).bind(timeframe),
+        },
+    };
+    let mut tracker = SeriesTracker::default();
+    Box::pin(query.fetch(pool).map(move |row| {
+        let row = row?;
+        let series = tracker.next(row.try_get(0)?, row.try_get(1)?);
+        let ts = row.try_get::<DateTime<Utc>, _>(2)?.timestamp_micros();
+        let mut values = [0i128; 5];
+        for (i, v) in values.iter_mut().enumerate() {
+            let d: Decimal = row.try_get(3 + i)?;
+            *v = fixed8_from_decimal(d).map_err(|m| tracker.bad_value(ts, VALUE_COLUMNS[i], m))?;
+        }
+        Ok(ScanRow { series, ts, values })
+    }))
 }
 
 #[cfg(test)]

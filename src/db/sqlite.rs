@@ -9,10 +9,14 @@ use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use super::SLOW_STATEMENT;
+use futures_util::StreamExt;
+
 use super::{BarFilter, ChangeBatch, ChangedDay, FeedPosition, OnConflict, SeriesSummary};
+use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker, VALUE_COLUMNS};
 use crate::error::{Error, Result};
-use crate::model::{Bar, Symbol, Timeframe, decimal_text, format_ts, ts_from_micros};
+use crate::model::{
+    Bar, Symbol, Timeframe, decimal_text, fixed8_from_text, format_ts, ts_from_micros,
+};
 
 /// Rows per multi-row INSERT: 8 parameters each stays under SQLite's 32766 limit while
 /// amortising the per-statement round trip to sqlx's worker thread.
@@ -165,7 +169,12 @@ impl Writer {
     }
 
     pub(super) async fn commit(mut self) -> Result<u64> {
-        let days: Vec<_> = std::mem::take(&mut self.days).into_iter().collect();
+        // A write that changed no row (all skipped or identical) has nothing for the mirror.
+        let days: Vec<_> = if self.written == 0 {
+            Vec::new()
+        } else {
+            std::mem::take(&mut self.days).into_iter().collect()
+        };
         for chunk in days.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO market_data_changes (symbol, timeframe, day, epoch) ",
@@ -340,4 +349,37 @@ pub(super) async fn changes_since(pool: &SqlitePool, since: &FeedPosition) -> Re
         days,
         next: FeedPosition::Sqlite { epoch: closed },
     })
+}
+
+const SCAN_ALL: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
+     FROM market_data ORDER BY symbol, timeframe, ts";
+const SCAN_SERIES: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
+     FROM market_data WHERE symbol = ? AND timeframe = ? AND ts >= ? AND ts < ? ORDER BY ts";
+
+pub(super) fn scan(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
+    let query = match scan {
+        Scan::All => sqlx::query(SCAN_ALL),
+        Scan::Series {
+            symbol,
+            timeframe,
+            start,
+            end,
+        } => sqlx::query(SCAN_SERIES)
+            .bind(symbol)
+            .bind(timeframe)
+            .bind(start.unwrap_or(i64::MIN))
+            .bind(end.unwrap_or(i64::MAX)),
+    };
+    let mut tracker = SeriesTracker::default();
+    Box::pin(query.fetch(pool).map(move |row| {
+        let row = row?;
+        let series = tracker.next(row.try_get(0)?, row.try_get(1)?);
+        let ts: i64 = row.try_get(2)?;
+        let mut values = [0i128; 5];
+        for (i, v) in values.iter_mut().enumerate() {
+            let text: &str = row.try_get(3 + i)?;
+            *v = fixed8_from_text(text).map_err(|m| tracker.bad_value(ts, VALUE_COLUMNS[i], m))?;
+        }
+        Ok(ScanRow { series, ts, values })
+    }))
 }

@@ -150,11 +150,24 @@ async fn quickstart_on_the_embedded_default() {
     ] {
         assert!(stdout.contains(row), "missing {row}\n{stdout}");
     }
+    // FESX 1m: 2 months; ^STOXX50E 5m: 1 month; NVDA 1d: one file.
+    assert!(
+        stdout.contains("sync: published version 1 (snapshot): 37043 rows in 4 partitions written"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| rows            | 37043 "), "{stdout}");
+    assert!(stdout.contains("| pending changes | 0 "), "{stdout}");
+    assert!(
+        dir.path()
+            .join("data/cache/market_data/manifest.json")
+            .is_file()
+    );
     let again = text(&run().stdout);
     assert!(
         again.contains("imported 0 new bars (37043 already present)"),
         "{again}"
     );
+    assert!(again.contains("sync: cache is up to date"), "{again}");
 }
 
 /// `--config` picks a file whose relative paths count from its own folder; the variables

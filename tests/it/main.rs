@@ -4,6 +4,8 @@
 mod harness;
 
 mod cli;
+mod daemon;
 mod feed;
 mod import;
 mod store;
+mod sync;

@@ -1,0 +1,185 @@
+//! One partition as a Parquet file: the eight columns of DESIGN.md §1, sorted by `ts`,
+//! `Decimal128(28, 8)` prices, zstd, page-level statistics and the page index.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::PartitionKey;
+use crate::error::{Error, Result};
+use crate::model::{CACHE_PRECISION, CACHE_SCALE};
+
+/// Rows per data page: small enough that the page index lets a one-week read of a month file
+/// skip most pages, large enough to keep the index small.
+const PAGE_ROWS: usize = 2048;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let decimal = DataType::Decimal128(CACHE_PRECISION, CACHE_SCALE);
+    Arc::new(Schema::new(vec![
+        Field::new("symbol", DataType::Utf8, false),
+        Field::new("timeframe", DataType::Utf8, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("open", decimal.clone(), false),
+        Field::new("high", decimal.clone(), false),
+        Field::new("low", decimal.clone(), false),
+        Field::new("close", decimal.clone(), false),
+        Field::new("volume", decimal, false),
+    ]))
+});
+
+/// The Arrow schema of `market_data` in the cache: exactly the eight columns, in order.
+pub fn schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// The rows of one partition, columnar, in `ts` order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionData {
+    /// Open times, microseconds since the epoch, ascending.
+    pub ts: Vec<i64>,
+    /// `open, high, low, close, volume` in 10^-8 units.
+    pub values: [Vec<i128>; 5],
+}
+
+impl PartitionData {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// True when the partition holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Appends one row.
+    pub fn push(&mut self, ts: i64, values: [i128; 5]) {
+        self.ts.push(ts);
+        for (column, v) in self.values.iter_mut().zip(values) {
+            column.push(v);
+        }
+    }
+
+    /// The rows as one record batch of [`schema`].
+    pub fn to_batch(&self, key: &PartitionKey) -> Result<RecordBatch> {
+        let n = self.len();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                std::iter::repeat_n(&key.symbol, n).map(String::as_str),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                std::iter::repeat_n(&key.timeframe, n).map(String::as_str),
+            )),
+            Arc::new(TimestampMicrosecondArray::from(self.ts.clone()).with_timezone("UTC")),
+        ];
+        for values in &self.values {
+            columns.push(Arc::new(
+                Decimal128Array::from(values.clone())
+                    .with_precision_and_scale(CACHE_PRECISION, CACHE_SCALE)?,
+            ));
+        }
+        Ok(RecordBatch::try_new(schema(), columns)?)
+    }
+}
+
+fn writer_properties() -> WriterProperties {
+    let level = ZstdLevel::try_new(1).unwrap_or_default();
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_row_count_limit(PAGE_ROWS)
+        .set_write_batch_size(PAGE_ROWS)
+        .set_max_row_group_row_count(Some(1 << 20))
+        .set_sorting_columns(Some(
+            (0..3)
+                .map(|column_idx| SortingColumn {
+                    column_idx,
+                    descending: false,
+                    nulls_first: false,
+                })
+                .collect(),
+        ))
+        .set_created_by(concat!("quiver ", env!("CARGO_PKG_VERSION")).into())
+        .build()
+}
+
+/// Writes `data` to `path` (which must not exist yet) and flushes it to the device; returns
+/// the file's size in bytes.
+pub fn write(path: &Path, key: &PartitionKey, data: &PartitionData) -> Result<u64> {
+    let batch = data.to_batch(key)?;
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let mut writer = ArrowWriter::try_new(file, schema(), Some(writer_properties()))?;
+    writer.write(&batch)?;
+    let file = writer.into_inner()?;
+    file.sync_all().map_err(|e| Error::io(path, e))?;
+    Ok(file.metadata().map_err(|e| Error::io(path, e))?.len())
+}
+
+/// Reads a partition file back: its `(symbol, timeframe)` values and rows. Used by `verify`;
+/// readers of the cache go through DataFusion.
+pub fn read(path: &Path) -> Result<(Vec<(String, String)>, PartitionData)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let mut series = Vec::new();
+    let mut data = PartitionData::default();
+    for batch in reader {
+        let batch = batch?;
+        if batch.schema().fields() != schema().fields() {
+            return Err(Error::Format {
+                file: path.into(),
+                message: format!("unexpected schema {:?}", batch.schema()),
+            });
+        }
+        let text = |i: usize| -> Result<&StringArray> {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| Error::invalid("schema checked above"))
+        };
+        let (symbols, timeframes) = (text(0)?, text(1)?);
+        for row in 0..batch.num_rows() {
+            let pair = (symbols.value(row), timeframes.value(row));
+            if series
+                .last()
+                .is_none_or(|(s, t): &(String, String)| (s.as_str(), t.as_str()) != pair)
+            {
+                series.push((pair.0.to_string(), pair.1.to_string()));
+            }
+        }
+        let ts = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| Error::invalid("schema checked above"))?;
+        data.ts.extend(ts.values().iter().copied());
+        for (i, column) in data.values.iter_mut().enumerate() {
+            let values = batch
+                .column(3 + i)
+                .as_any()
+                .downcast_ref::<Decimal128Array>()
+                .ok_or_else(|| Error::invalid("schema checked above"))?;
+            column.extend(values.values().iter().copied());
+        }
+        debug_assert_eq!(ts.null_count(), 0);
+    }
+    Ok((series, data))
+}

@@ -1,0 +1,466 @@
+//! The sync pass: the cache equals the table after every pass, checked twice, by `verify` and
+//! by reading the Parquet files directly with the parquet crate.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{TimeZone, Utc};
+use quiver::cache::Cache;
+use quiver::datafusion::arrow::array::{
+    Array, Decimal128Array, StringArray, TimestampMicrosecondArray,
+};
+use quiver::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use quiver::db::FeedPosition;
+use quiver::sync::{Syncer, verify};
+use quiver::{BarFilter, OnConflict};
+use rust_decimal::Decimal;
+use sqlx::Connection;
+
+use crate::both;
+use crate::harness::{Kind, TestDb, pg_url};
+
+/// A row as plain strings: symbol, timeframe, ts (µs), open, high, low, close, volume.
+type Row = (String, String, i64, [String; 5]);
+
+/// Reads every `*.parquet` file under `<cache>/market_data` with the parquet crate alone.
+pub fn parquet_rows(cache_dir: &Path) -> Vec<Row> {
+    let mut files = Vec::new();
+    let mut stack = vec![cache_dir.join("market_data")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for f in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            assert_eq!(batch.num_columns(), 8, "{}", f.display());
+            let s = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap()
+            };
+            let ts = batch
+                .column(2)
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap();
+            assert_eq!(ts.timezone(), Some("UTC"));
+            let d = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<Decimal128Array>()
+                    .unwrap()
+            };
+            for r in 0..batch.num_rows() {
+                let dec = |i: usize| {
+                    assert_eq!(d(i).scale(), 8);
+                    Decimal::from_i128_with_scale(d(i).value(r), 8)
+                        .normalize()
+                        .to_string()
+                };
+                rows.push((
+                    s(0).value(r).to_string(),
+                    s(1).value(r).to_string(),
+                    ts.value(r),
+                    [dec(3), dec(4), dec(5), dec(6), dec(7)],
+                ));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// The table's rows in the same shape, read through quiver's SQL reader.
+pub async fn table_rows(db: &TestDb) -> Vec<Row> {
+    let mut rows: Vec<Row> = db
+        .store
+        .read_bars(&BarFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| {
+            (
+                b.symbol.to_string(),
+                b.timeframe.to_string(),
+                b.ts_micros(),
+                [b.open, b.high, b.low, b.close, b.volume].map(|d| d.normalize().to_string()),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Both checks: `verify` finds no difference, and the files hold exactly the table's rows.
+pub async fn assert_mirrored(db: &TestDb, context: &str) {
+    let cache = Cache::new(&db.config.cache.dir);
+    let report = verify(&db.store, &cache).await.unwrap();
+    assert!(
+        report.differences.is_empty(),
+        "{context}: verify found {:?}",
+        report.differences
+    );
+    let table = table_rows(db).await;
+    assert_eq!(report.rows, table.len() as u64, "{context}");
+    let files = parquet_rows(&db.config.cache.dir);
+    assert!(
+        files == table,
+        "{context}: the Parquet files differ from the table ({} vs {} rows)",
+        files.len(),
+        table.len()
+    );
+}
+
+pub fn syncer(db: &TestDb) -> Syncer {
+    Syncer::new(
+        db.store.clone(),
+        Cache::new(&db.config.cache.dir),
+        db.config.database.schema.clone(),
+    )
+    .unwrap()
+}
+
+fn us(y: i32, m: u32, d: u32, h: u32, min: u32) -> i64 {
+    Utc.with_ymd_and_hms(y, m, d, h, min, 0)
+        .unwrap()
+        .timestamp_micros()
+}
+
+/// A SQL literal for a timestamp in this backend's physical type.
+fn ts_sql(kind: Kind, micros: i64) -> String {
+    match kind {
+        Kind::Sqlite => micros.to_string(),
+        Kind::Postgres => format!(
+            "'{}'",
+            chrono::DateTime::from_timestamp_micros(micros)
+                .unwrap()
+                .to_rfc3339()
+        ),
+    }
+}
+
+fn bar_sql(kind: Kind, symbol: &str, tf: &str, micros: i64, low: &str, high: &str) -> String {
+    format!(
+        "INSERT INTO market_data VALUES ('{symbol}', '{tf}', {}, '{low}', '{high}', '{low}', '{high}', '12.5');",
+        ts_sql(kind, micros)
+    )
+}
+
+both!(
+    every_kind_of_change_is_mirrored_exactly,
+    randomized_operations_stay_mirrored
+);
+
+async fn every_kind_of_change_is_mirrored_exactly(db: TestDb) {
+    let k = db.kind;
+    let bars = quiver::generate::generate_vec(&quiver::generate::GenerateOptions::new(
+        3,
+        45,
+        "5m".parse().unwrap(),
+        7,
+    ))
+    .unwrap();
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    let mut s = syncer(&db);
+    let first = s.pass(false).await.unwrap();
+    assert!(first.snapshot);
+    assert_eq!(first.generation, Some(1));
+    assert_eq!(first.rows, bars.len() as u64);
+    assert_eq!(first.written, 9, "3 symbols x 3 months");
+    assert_mirrored(&db, "after the snapshot").await;
+    assert_eq!(s.pass(false).await.unwrap().generation, None, "idle pass");
+
+    // Plain SQL from any client: a late bar, an update of each column kind, a bar moved to
+    // another month, a deleted bar, a new symbol with sub-cent prices, a symbol deleted.
+    db.plain_sql(&bar_sql(
+        k,
+        "SYM001",
+        "5m",
+        us(2024, 1, 1, 3, 0),
+        "10",
+        "11",
+    ))
+    .await;
+    db.plain_sql("UPDATE market_data SET volume = '123456789.12345678', high = '99999.00000001' WHERE symbol = 'SYM002' AND timeframe = '5m'").await;
+    db.plain_sql(&format!(
+        "UPDATE market_data SET ts = {} WHERE symbol = 'SYM001' AND ts = {}",
+        ts_sql(k, us(2024, 3, 29, 23, 55)),
+        ts_sql(k, bars[0].ts_micros())
+    ))
+    .await;
+    db.plain_sql(&format!(
+        "DELETE FROM market_data WHERE symbol = 'SYM001' AND ts = {}",
+        ts_sql(k, bars[5].ts_micros())
+    ))
+    .await;
+    db.plain_sql(&bar_sql(
+        k,
+        "BTC/USDT",
+        "1m",
+        us(2024, 2, 29, 23, 59),
+        "0.00002853",
+        "0.00002854",
+    ))
+    .await;
+    db.plain_sql(&bar_sql(
+        k,
+        "^STOXX50E",
+        "1d",
+        us(1999, 12, 31, 0, 0),
+        "4904.46",
+        "4915.73",
+    ))
+    .await;
+    db.plain_sql("DELETE FROM market_data WHERE symbol = 'SYM003'")
+        .await;
+    let second = s.pass(false).await.unwrap();
+    assert_eq!(second.generation, Some(2));
+    assert!(!second.snapshot);
+    assert_eq!(second.removed, 3, "SYM003's partitions: {second:?}");
+    assert_mirrored(&db, "after mixed changes").await;
+
+    // Writes through quiver's own bulk path are tracked too (SQLite marks them itself).
+    let more = quiver::generate::generate_vec(&quiver::generate::GenerateOptions::new(
+        4,
+        2,
+        "1h".parse().unwrap(),
+        8,
+    ))
+    .unwrap();
+    db.store
+        .insert_bars(&more, OnConflict::Replace)
+        .await
+        .unwrap();
+    s.pass(false).await.unwrap();
+    assert_mirrored(&db, "after a bulk write").await;
+
+    // A full rebuild gives the same content; a second syncer on the same cache is refused.
+    let full = s.pass(true).await.unwrap();
+    assert!(full.snapshot);
+    assert_mirrored(&db, "after --full").await;
+    let err = Syncer::new(db.store.clone(), Cache::new(&db.config.cache.dir), None).unwrap_err();
+    assert!(
+        err.to_string().contains("another quiver sync is running"),
+        "{err}"
+    );
+
+    // Only the published version and the one before it stay on disk.
+    let versions = Cache::new(&db.config.cache.dir).versions().unwrap();
+    assert_eq!(versions, vec!["v000003", "v000004"]);
+}
+
+/// A small deterministic generator (xorshift), so the sequence is the same on every run.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+async fn randomized_operations_stay_mirrored(db: TestDb) {
+    let k = db.kind;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ if k == Kind::Sqlite { 1 } else { 2 });
+    let symbols = ["AAA", "BBB", "C.D", "E/F"];
+    let timeframes = [
+        ("1m", 60_000_000i64),
+        ("1h", 3_600_000_000),
+        ("1d", 86_400_000_000),
+    ];
+    let start = us(2023, 12, 20, 0, 0);
+    let mut s = syncer(&db);
+    let mut ops = 0;
+    for round in 0..12 {
+        let mut batch = String::new();
+        for _ in 0..200 {
+            ops += 1;
+            let symbol = symbols[rng.below(symbols.len() as u64) as usize];
+            let (tf, step) = timeframes[rng.below(3) as usize];
+            // Bars spread over ~3 months for 1m, longer for coarser bars: many partitions.
+            let slot = rng.below(90) as i64;
+            let ts = start
+                + slot
+                    * if tf == "1m" {
+                        86_400_000_000 + 7 * step
+                    } else {
+                        step * 3
+                    };
+            let cents = rng.below(10_000_000_000);
+            let low = format!("{}.{:08}", cents / 100_000_000, cents % 100_000_000);
+            let high = format!("{}.{:08}", cents / 100_000_000 + 1, rng.below(100_000_000));
+            let t = ts_sql(k, ts);
+            let sql = match rng.below(10) {
+                0..=3 => {
+                    let upsert = if k == Kind::Sqlite {
+                        "INSERT OR REPLACE INTO market_data"
+                    } else {
+                        "INSERT INTO market_data"
+                    };
+                    let conflict = if k == Kind::Sqlite {
+                        ""
+                    } else {
+                        " ON CONFLICT (symbol, timeframe, ts) DO UPDATE SET open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close, volume = excluded.volume"
+                    };
+                    format!(
+                        "{upsert} VALUES ('{symbol}', '{tf}', {t}, '{low}', '{high}', '{low}', '{high}', '{}.{:08}'){conflict};",
+                        rng.below(1_000_000),
+                        rng.below(100_000_000)
+                    )
+                }
+                4 | 5 => format!(
+                    "UPDATE market_data SET close = low, volume = '{}.5' WHERE symbol = '{symbol}' AND timeframe = '{tf}' AND ts = {t};",
+                    rng.below(1000)
+                ),
+                6 => format!(
+                    "DELETE FROM market_data WHERE symbol = '{symbol}' AND timeframe = '{tf}' AND ts = {t};"
+                ),
+                7 => {
+                    // Move a bar far away (another partition), unless the target is taken.
+                    let to = ts_sql(k, ts + 40 * 86_400_000_000 + step);
+                    format!(
+                        "UPDATE market_data SET ts = {to} WHERE symbol = '{symbol}' AND timeframe = '{tf}' AND ts = {t} \
+                         AND NOT EXISTS (SELECT 1 FROM market_data WHERE symbol = '{symbol}' AND timeframe = '{tf}' AND ts = {to});"
+                    )
+                }
+                8 => format!(
+                    "DELETE FROM market_data WHERE symbol = '{symbol}' AND timeframe = '{tf}' AND ts >= {t} AND ts < {};",
+                    ts_sql(k, ts + 5 * step)
+                ),
+                _ => {
+                    // Late, out-of-order bars: far in the past.
+                    let past = ts_sql(k, ts - 400 * 86_400_000_000);
+                    format!(
+                        "INSERT INTO market_data VALUES ('{symbol}', '{tf}', {past}, '{low}', '{high}', '{low}', '{low}', '1') ON CONFLICT DO NOTHING;"
+                    )
+                }
+            };
+            batch.push_str(&sql);
+            // Commit in varied transaction sizes.
+            if rng.below(8) == 0 {
+                exec(&db, &std::mem::take(&mut batch)).await;
+            }
+        }
+        exec(&db, &batch).await;
+        s.pass(false).await.unwrap();
+        assert_mirrored(&db, &format!("round {round} after {ops} operations")).await;
+    }
+    assert!(
+        db.count().await > 100,
+        "the operations left data to compare"
+    );
+}
+
+async fn exec(db: &TestDb, sql: &str) {
+    if sql.is_empty() {
+        return;
+    }
+    let sql = format!("BEGIN; {sql} COMMIT;");
+    match db.kind {
+        Kind::Sqlite => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(db.store.sqlite_pool().unwrap())
+                .await
+                .unwrap();
+        }
+        Kind::Postgres => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(db.store.postgres_pool().unwrap())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A transaction open across a pass (smaller id, commits later) is synced by the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_transaction_open_across_a_pass_is_synced_later() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let schema = db.config.database.schema.clone().unwrap();
+    let mut s = syncer(&db);
+    s.pass(false).await.unwrap();
+
+    let mut slow = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET search_path = {schema}; BEGIN; {}",
+        bar_sql(
+            Kind::Postgres,
+            "SLOW",
+            "1m",
+            us(2024, 5, 1, 10, 0),
+            "1",
+            "2"
+        )
+    )))
+    .execute(&mut slow)
+    .await
+    .unwrap();
+    db.plain_sql(&bar_sql(
+        Kind::Postgres,
+        "FAST",
+        "1m",
+        us(2024, 5, 1, 10, 1),
+        "1",
+        "2",
+    ))
+    .await;
+    let report = s.pass(false).await.unwrap();
+    assert_eq!(report.written, 1, "FAST only: {report:?}");
+    assert_mirrored(&db, "with SLOW uncommitted").await;
+
+    sqlx::raw_sql("COMMIT").execute(&mut slow).await.unwrap();
+    let report = s.pass(false).await.unwrap();
+    assert_eq!(report.written, 1, "SLOW's partition: {report:?}");
+    assert_mirrored(&db, "after SLOW committed").await;
+    let symbols: Vec<String> = parquet_rows(&db.config.cache.dir)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(symbols, vec!["FAST", "SLOW"]);
+    assert!(matches!(
+        s.published().unwrap().position,
+        FeedPosition::Postgres { .. }
+    ));
+}
+
+/// Files under the cache folder, relative, sorted (to show that nothing stray is left).
+pub fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
