@@ -4,13 +4,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use quiver::cli::{Cli, run};
+use quiver::cli::{Cli, Command, run};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon reports each pass at info level: that is its output.
+    let daemon = matches!(cli.command, Command::Sync { watch: true, .. });
     let default_level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
+        (false, 0) if daemon => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",

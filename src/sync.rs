@@ -336,13 +336,12 @@ async fn encode_partitions(
 ) -> Result<(Vec<(PartitionKey, Option<PartitionEntry>)>, u64)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(PartitionKey, PartitionData)>(QUEUE);
     let dir = draft.dir().to_path_buf();
-    let generation = draft.generation();
     let encoder = tokio::task::spawn_blocking(move || -> Result<_> {
         let mut out = Vec::new();
         let mut rows = 0u64;
         while let Some((key, data)) = rx.blocking_recv() {
             rows += data.len() as u64;
-            let entry = write_partition(&dir, generation, &key, &data)?;
+            let entry = write_partition(&dir, &key, &data)?;
             out.push((key, entry));
         }
         Ok((out, rows))

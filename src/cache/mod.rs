@@ -4,7 +4,7 @@
 //! <cache.dir>/
 //!   market_data -> .quiver/v000042          the published version (a symlink)
 //!   .quiver/v000042/manifest.json           partitions, row counts and the source position
-//!   .quiver/v000042/tf=1m/sym=NVDA/period=2024-06/part-000040.parquet
+//!   .quiver/v000042/tf=1m/sym=NVDA/period=2024-06/data.parquet
 //!   .quiver/v000041/...                     the version before, kept for readers still on it
 //! ```
 //!
@@ -39,6 +39,11 @@ use crate::model::{TimeUnit, Timeframe};
 pub const TABLE: &str = "market_data";
 const STATE_DIR: &str = ".quiver";
 const MANIFEST: &str = "manifest.json";
+/// The one file of a partition. Its name is the same in every version: a reader that listed
+/// the folder of an older version and opens the path after a newer one was published gets the
+/// newer file, complete, instead of "not found"; a rewritten partition is a new inode, an
+/// unchanged one is a hard link to the same inode, which is what caches key on.
+const FILE: &str = "data.parquet";
 const MANIFEST_FORMAT: u32 = 1;
 const DAY_MICROS: i64 = 86_400_000_000;
 
@@ -397,12 +402,6 @@ impl Draft {
         self.generation
     }
 
-    /// Where a new file for `key` goes, and its path relative to the table.
-    pub fn file_for(&self, key: &PartitionKey) -> (PathBuf, String) {
-        let relative = format!("{}/part-{:06}.parquet", key.dir(), self.generation);
-        (self.dir.join(&relative), relative)
-    }
-
     /// Writes the rows of a partition as this version's file for it; an empty `data` removes
     /// the partition. Blocking: run it off the async runtime for big partitions.
     pub fn write(
@@ -410,7 +409,7 @@ impl Draft {
         key: &PartitionKey,
         data: &PartitionData,
     ) -> Result<Option<PartitionEntry>> {
-        write_partition(&self.dir, self.generation, key, data)
+        write_partition(&self.dir, key, data)
     }
 
     /// Records the outcome of [`Draft::write`] (or of [`write_partition`] run elsewhere).
@@ -513,18 +512,17 @@ impl Drop for Draft {
     }
 }
 
-/// Writes one partition file of version `generation` under `version_dir`; `None` when `data`
+/// Writes one partition file under `version_dir` (a version being built); `None` when `data`
 /// is empty (the partition is removed).
 pub fn write_partition(
     version_dir: &Path,
-    generation: u64,
     key: &PartitionKey,
     data: &PartitionData,
 ) -> Result<Option<PartitionEntry>> {
     if data.is_empty() {
         return Ok(None);
     }
-    let relative = format!("{}/part-{generation:06}.parquet", key.dir());
+    let relative = format!("{}/{FILE}", key.dir());
     let path = version_dir.join(&relative);
     create_parent(&path)?;
     let bytes = file::write(&path, key, data)?;

@@ -181,7 +181,7 @@ pub async fn wait_mirrored(db: &TestDb, limit: Duration) -> Duration {
 
 async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
     import_sample(&db, "2006-01-02-volume-min-001.txt", "FESX", "1m").await;
-    let child = command(&db, &["sync", "--watch", "-v"])
+    let child = command(&db, &["sync", "--watch"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

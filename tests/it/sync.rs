@@ -464,3 +464,86 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+both!(readers_never_see_a_partial_or_mixed_partition);
+
+/// While passes keep rewriting a partition (each version sets every volume of it to the
+/// version's number), readers going through the `market_data` path never fail and never see
+/// two versions in one file, and a reader pinned to a resolved version sees it whole.
+async fn readers_never_see_a_partial_or_mixed_partition(db: TestDb) {
+    let bars = quiver::generate::generate_vec(&quiver::generate::GenerateOptions::new(
+        2,
+        25,
+        "1m".parse().unwrap(),
+        3,
+    ))
+    .unwrap();
+    let rows = bars.len();
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    let mut s = syncer(&db);
+    let update = |version: u32| {
+        format!(
+            "UPDATE market_data SET volume = '{version}' WHERE symbol = 'SYM001' AND ts < {}",
+            ts_sql(db.kind, us(2024, 2, 1, 0, 0))
+        )
+    };
+    db.plain_sql(&update(0)).await;
+    s.pass(false).await.unwrap();
+    let table = db.config.cache.dir.join("market_data");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (table, stop) = (table.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Through the link, as DuckDB would: every file whole and of one version.
+                let file = table.join("tf=1m/sym=SYM001/period=2024-01/data.parquet");
+                let (_, data) = quiver::cache::read_file(&file).expect("readable");
+                let volumes: std::collections::BTreeSet<i128> =
+                    data.values[4].iter().copied().collect();
+                assert_eq!(volumes.len(), 1, "one version per file: {volumes:?}");
+                // Pinned to one resolved version: its manifest and its files agree (unless it
+                // was retired meanwhile, two versions later).
+                let pinned = table
+                    .parent()
+                    .unwrap()
+                    .join(std::fs::read_link(&table).unwrap());
+                let manifest: Option<serde_json::Value> =
+                    std::fs::read(pinned.join("manifest.json"))
+                        .ok()
+                        .map(|b| serde_json::from_slice(&b).unwrap());
+                if let Some(manifest) = manifest {
+                    let parts = manifest["partitions"].as_array().unwrap();
+                    let counts: Option<Vec<(u64, u64)>> = parts
+                        .iter()
+                        .map(|p| {
+                            let f = pinned.join(p["file"].as_str().unwrap());
+                            quiver::cache::read_file(&f)
+                                .ok()
+                                .map(|(_, d)| (d.len() as u64, p["rows"].as_u64().unwrap()))
+                        })
+                        .collect();
+                    if let Some(counts) = counts {
+                        assert!(counts.iter().all(|(a, b)| a == b), "{counts:?}");
+                    }
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for version in 1..=15 {
+        db.plain_sql(&update(version)).await;
+        s.pass(false).await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader
+        .join()
+        .expect("the reader saw only whole, single-version files");
+    assert!(reads > 15, "the reader ran alongside ({reads} reads)");
+    assert_mirrored(&db, "after concurrent reads").await;
+    assert_eq!(db.count().await as usize, rows);
+}
