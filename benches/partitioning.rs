@@ -87,6 +87,55 @@ const W2: &str = "SELECT * FROM market_data WHERE symbol = 'SYM007' AND timefram
 const W3: &str = "SELECT symbol, date_trunc('day', ts) AS day, sum(close * volume) / sum(volume) AS vwap, \
      max(high) AS high, min(low) AS low FROM market_data WHERE timeframe = '1m' GROUP BY 1, 2";
 
+/// The files a reader that knows the layout (from quiver's manifest) hands to DataFusion:
+/// only those that can hold SYM007's bars of the W1 window, or of 2024 for W2.
+fn selected(dir: &Path, layout: &str, w1: bool) -> Vec<String> {
+    let periods: Vec<&str> = if w1 {
+        vec!["2024-05", "2024-06"]
+    } else {
+        vec![]
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let path = p.to_string_lossy().into_owned();
+            let symbol_ok = layout == "month" || path.contains("sym=SYM007/");
+            let period_ok = periods.is_empty()
+                || layout == "symbol_year"
+                || periods
+                    .iter()
+                    .any(|m| path.contains(&format!("period={m}/")));
+            if symbol_ok && period_ok {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `sqls` on a table made of exactly `files`, as a manifest-driven reader would.
+async fn rows_in(files: &[String], sqls: &[&str]) -> usize {
+    let ctx = SessionContext::new();
+    let df = ctx
+        .read_parquet(files.to_vec(), ParquetReadOptions::default())
+        .await
+        .expect("read");
+    ctx.register_table("market_data", df.into_view())
+        .expect("register");
+    let mut n = 0;
+    for sql in sqls {
+        n += rows(&ctx, sql).await;
+    }
+    n
+}
+
 async fn rows(ctx: &SessionContext, sql: &str) -> usize {
     let batches = ctx
         .sql(sql)
@@ -115,13 +164,25 @@ fn partitioning(c: &mut Criterion) {
         .expect("register");
         let w1: usize = W1.iter().map(|q| rt.block_on(rows(&ctx, q))).sum();
         assert_eq!(w1, 1200);
-        eprintln!("layout {layout}: {files} files");
-        contexts.push((layout, ctx));
+        let (f1, f2) = (selected(&dir, layout, true), selected(&dir, layout, false));
+        assert_eq!(rt.block_on(rows_in(&f1, &W1)), 1200);
+        eprintln!(
+            "layout {layout}: {files} files; W1 reads {}, W2 reads {}",
+            f1.len(),
+            f2.len()
+        );
+        contexts.push((layout, ctx, f1, f2));
     }
     let mut group = c.benchmark_group("partitioning");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
-    for (layout, ctx) in &contexts {
+    for (layout, ctx, f1, f2) in &contexts {
+        group.bench_with_input(BenchmarkId::new("w1_selected", layout), f1, |b, f| {
+            b.to_async(&rt).iter(|| rows_in(f, &W1))
+        });
+        group.bench_with_input(BenchmarkId::new("w2_selected", layout), f2, |b, f| {
+            b.to_async(&rt).iter(|| rows_in(f, &[W2]))
+        });
         group.bench_with_input(BenchmarkId::new("w1", layout), ctx, |b, ctx| {
             b.to_async(&rt)
                 .iter(|| async { rows(ctx, W1[0]).await + rows(ctx, W1[1]).await })

@@ -126,6 +126,13 @@ async fn run(backend: &str) {
 }
 
 fn main() {
+    // QUIVER_LOG=quiver=debug shows each pass and its publication steps.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // `cargo bench` passes `--bench`; a filter argument picks one backend.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -94,7 +94,7 @@ pub async fn run(
 }
 
 fn retryable(e: &Error) -> bool {
-    matches!(e, Error::Database(_) | Error::Io { .. })
+    matches!(e, Error::Database(_) | Error::Sqlite(_) | Error::Io { .. })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -74,6 +74,10 @@ pub enum Error {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// Reading SQLite directly (the fast full-table scan) failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
     /// Building or formatting Arrow data failed.
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

@@ -449,6 +449,7 @@ impl Draft {
         source: Source,
         position: FeedPosition,
     ) -> Result<Manifest> {
+        let started = std::time::Instant::now();
         let mut partitions = Vec::with_capacity(self.base.len() + self.changed.len());
         let base = std::mem::take(&mut self.base);
         let mut changed = std::mem::take(&mut self.changed);
@@ -483,10 +484,12 @@ impl Draft {
         let text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Error::invalid(format!("manifest: {e}")))?;
         fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        let linked = started.elapsed();
         crate::failpoint::hit("before-publish");
         // Everything of the new version (files, links, folders, manifest) reaches the disk
         // before the link that publishes it.
         sync_filesystem(&self.dir)?;
+        let synced = started.elapsed();
         let target = Path::new(STATE_DIR).join(self.dir.file_name().unwrap_or_default());
         let staging_link = cache
             .state_dir()
@@ -500,6 +503,13 @@ impl Draft {
         crate::failpoint::hit("after-publish");
         // Versions older than the one just replaced are no longer reachable by a new reader.
         cache.remove_unpublished(Some(&manifest))?;
+        tracing::debug!(
+            generation = manifest.generation,
+            link_and_manifest_ms = linked.as_secs_f64() * 1e3,
+            sync_ms = (synced - linked).as_secs_f64() * 1e3,
+            swap_and_cleanup_ms = (started.elapsed() - synced).as_secs_f64() * 1e3,
+            "publication steps"
+        );
         Ok(manifest)
     }
 }
