@@ -34,6 +34,7 @@ pub async fn run(
     poll_interval: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    syncer.set_background_cleanup(true);
     let wake = Arc::new(Notify::new());
     let _watch = Watch::start(syncer.store(), wake.clone()).await?;
     tokio::pin!(shutdown);

@@ -77,6 +77,7 @@ pub struct Syncer {
     published: Option<Manifest>,
     loaded: bool,
     progress: bool,
+    background_cleanup: bool,
     _lock: CacheLock,
 }
 
@@ -95,6 +96,7 @@ impl Syncer {
             published: None,
             loaded: false,
             progress: false,
+            background_cleanup: false,
             _lock: lock,
         })
     }
@@ -103,6 +105,12 @@ impl Syncer {
     pub fn with_progress(mut self, on: bool) -> Syncer {
         self.progress = on;
         self
+    }
+
+    /// Deletes retired versions on a background thread instead of within the pass (the
+    /// daemon does this: it keeps the next pass from waiting on the file system).
+    pub fn set_background_cleanup(&mut self, on: bool) {
+        self.background_cleanup = on;
     }
 
     /// The database.
@@ -248,7 +256,12 @@ impl Syncer {
 
     async fn publish(&mut self, draft: Draft, position: FeedPosition) -> Result<PassReport> {
         let (written, removed) = draft.counts();
-        let manifest = draft.publish(&self.cache, self.source.clone(), position.clone())?;
+        let manifest = draft.publish(
+            &self.cache,
+            self.source.clone(),
+            position.clone(),
+            self.background_cleanup,
+        )?;
         let generation = manifest.generation;
         self.published = Some(manifest);
         // Only once the position is durable may the log forget what it covers.

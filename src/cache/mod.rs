@@ -309,7 +309,7 @@ impl Cache {
     /// Starts a new version on top of `base` (the published manifest, or `None` to start from
     /// an empty cache). Leftovers of interrupted passes are removed first.
     pub fn draft(&self, base: Option<&Manifest>) -> Result<Draft> {
-        self.remove_unpublished(base)?;
+        self.remove_unpublished(base, false)?;
         let generation = base.map_or(1, |m| m.generation + 1);
         let dir = self.version_dir(generation);
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -332,8 +332,12 @@ impl Cache {
     }
 
     /// Deletes every version folder other than the published one and the one it replaced,
-    /// and any half-made link; returns how many entries were removed.
-    fn remove_unpublished(&self, current: Option<&Manifest>) -> Result<usize> {
+    /// and any half-made link; returns how many entries were removed. With `retire`, the
+    /// folders are renamed to `.quiver/trash-*` and deleted on a background thread, off the
+    /// path of the next pass (deleting a few thousand links takes tens of milliseconds).
+    /// Trash that no thread of this process is deleting (left by a killed process) is deleted
+    /// here like any leftover.
+    fn remove_unpublished(&self, current: Option<&Manifest>, retire: bool) -> Result<usize> {
         let keep: Vec<PathBuf> = current
             .into_iter()
             .flat_map(|m| [Some(m.generation), m.previous])
@@ -348,8 +352,25 @@ impl Cache {
         };
         let mut removed = 0;
         for entry in entries {
-            let path = entry.map_err(|e| Error::io(&state, e))?.path();
+            let entry = entry.map_err(|e| Error::io(&state, e))?;
+            let path = entry.path();
             if keep.contains(&path) {
+                continue;
+            }
+            if deleting().contains(&path) {
+                continue; // a background thread of ours is deleting it
+            }
+            if retire && path.is_dir() && !path.is_symlink() {
+                let to = state.join(format!("trash-{}", entry.file_name().to_string_lossy()));
+                fs::rename(&path, &to).map_err(|e| Error::io(&path, e))?;
+                deleting().insert(to.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = fs::remove_dir_all(&to) {
+                        tracing::warn!(path = %to.display(), error = %e, "could not delete a retired version");
+                    }
+                    deleting().remove(&to);
+                });
+                removed += 1;
                 continue;
             }
             let result = if path.is_dir() && !path.is_symlink() {
@@ -357,14 +378,19 @@ impl Cache {
             } else {
                 fs::remove_file(&path)
             };
-            result.map_err(|e| Error::io(&path, e))?;
+            match result {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&path, e));
+                }
+                _ => {}
+            }
             tracing::debug!(path = %path.display(), "removed unpublished leftover");
             removed += 1;
         }
         Ok(removed)
     }
 
-    /// Names of the version folders on disk (for tests and `status`).
+    /// Names of the version folders on disk, not counting retired ones being deleted.
     pub fn versions(&self) -> Result<Vec<String>> {
         let state = self.state_dir();
         let mut names = Vec::new();
@@ -372,7 +398,10 @@ impl Cache {
             Ok(entries) => {
                 for entry in entries {
                     let entry = entry.map_err(|e| Error::io(&state, e))?;
-                    names.push(entry.file_name().to_string_lossy().into_owned());
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !name.starts_with("trash-") {
+                        names.push(name);
+                    }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -443,11 +472,14 @@ impl Draft {
 
     /// Links the unchanged partitions, writes the manifest and publishes the version in one
     /// atomic rename; returns the manifest now published.
+    /// With `background`, the version this one makes unreachable is deleted on a background
+    /// thread (the daemon); otherwise before returning (one-shot passes leave nothing behind).
     pub fn publish(
         mut self,
         cache: &Cache,
         source: Source,
         position: FeedPosition,
+        background: bool,
     ) -> Result<Manifest> {
         let started = std::time::Instant::now();
         let mut partitions = Vec::with_capacity(self.base.len() + self.changed.len());
@@ -502,7 +534,7 @@ impl Draft {
         self.committed = true;
         crate::failpoint::hit("after-publish");
         // Versions older than the one just replaced are no longer reachable by a new reader.
-        cache.remove_unpublished(Some(&manifest))?;
+        cache.remove_unpublished(Some(&manifest), background)?;
         tracing::debug!(
             generation = manifest.generation,
             link_and_manifest_ms = linked.as_secs_f64() * 1e3,
@@ -545,6 +577,16 @@ pub fn write_partition(
         min_ts: data.ts.first().copied().unwrap_or_default(),
         max_ts: data.ts.last().copied().unwrap_or_default(),
     }))
+}
+
+/// Retired version folders that a background thread of this process is deleting.
+fn deleting() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    static DELETING: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    DELETING
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn create_parent(path: &Path) -> Result<()> {
