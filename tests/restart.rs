@@ -9,11 +9,9 @@ mod harness;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::{Kind, TestDb};
-use quiver::cache::Cache;
-use quiver::sync::verify;
 
 fn pg_ctl(action: &str) {
     let version = std::fs::read_dir("/etc/postgresql")
@@ -43,22 +41,6 @@ impl Drop for Restart {
     }
 }
 
-async fn wait_mirrored(db: &TestDb, rows: u64, limit: Duration) {
-    let started = Instant::now();
-    let cache = Cache::new(&db.config.cache.dir);
-    loop {
-        if cache.current().ok().flatten().is_some()
-            && let Ok(r) = verify(&db.store, &cache).await
-            && r.differences.is_empty()
-            && r.rows == rows
-        {
-            return;
-        }
-        assert!(started.elapsed() < limit, "not caught up within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_survives_a_postgres_restart() {
     let db = TestDb::new(Kind::Postgres).await;
@@ -76,7 +58,7 @@ async fn daemon_survives_a_postgres_restart() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_mirrored(&db, 1, Duration::from_secs(20)).await;
+    db.wait_mirrored(Some(1), Duration::from_secs(20)).await;
 
     let _guard = Restart;
     pg_ctl("stop");
@@ -110,7 +92,7 @@ async fn daemon_survives_a_postgres_restart() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(wrote, "could not write after the restart");
-    wait_mirrored(&db, 2, Duration::from_secs(30)).await;
+    db.wait_mirrored(Some(2), Duration::from_secs(30)).await;
 
     // SAFETY: `kill` with our own child's pid and a standard signal number.
     unsafe {

@@ -6,7 +6,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use quiver::cache::Cache;
-use quiver::sync::verify;
 
 use crate::both;
 use crate::harness::{Kind, TestDb, sample};
@@ -159,26 +158,6 @@ fn terminate(mut child: Child) -> (Duration, Option<i32>, String) {
     (started.elapsed(), status.code(), err)
 }
 
-/// Polls `verify` until the cache equals the table, or panics after `limit`.
-pub async fn wait_mirrored(db: &TestDb, limit: Duration) -> Duration {
-    let started = Instant::now();
-    let cache = Cache::new(&db.config.cache.dir);
-    loop {
-        if cache.current().ok().flatten().is_some()
-            && let Ok(r) = verify(&db.store, &cache).await
-            && r.differences.is_empty()
-            && r.rows > 0
-        {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < limit,
-            "the daemon did not catch up within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
     import_sample(&db, "2006-01-02-volume-min-001.txt", "FESX", "1m").await;
     let child = command(&db, &["sync", "--watch"])
@@ -186,7 +165,7 @@ async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_mirrored(&db, Duration::from_secs(20)).await;
+    db.wait_mirrored(None, Duration::from_secs(20)).await;
 
     // Plain SQL writes are picked up without restarting the daemon: insert, update, delete.
     let ts = |micros: i64| match db.kind {
@@ -204,7 +183,7 @@ async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
         .await;
     db.plain_sql("DELETE FROM market_data WHERE symbol = 'NEW0'")
         .await;
-    wait_mirrored(&db, Duration::from_secs(10)).await;
+    db.wait_mirrored(None, Duration::from_secs(10)).await;
 
     let (took, code, stderr) = terminate(child);
     assert_eq!(code, Some(0), "{stderr}");

@@ -130,6 +130,27 @@ impl TestDb {
         }
     }
 
+    /// Polls `verify` until the cache equals the table (holding `rows` rows, when given, else
+    /// at least one); panics after `limit`. For tests of the daemon, which syncs on its own.
+    pub async fn wait_mirrored(&self, rows: Option<u64>, limit: std::time::Duration) {
+        let started = std::time::Instant::now();
+        let cache = quiver::cache::Cache::new(&self.config.cache.dir);
+        loop {
+            if cache.current().ok().flatten().is_some()
+                && let Ok(r) = quiver::sync::verify(&self.store, &cache).await
+                && r.differences.is_empty()
+                && rows.map_or(r.rows > 0, |n| r.rows == n)
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the daemon did not catch up within {limit:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Runs plain SQL through a separate, raw connection: what `sqlite3` or `psql` would do.
     pub async fn plain_sql(&self, sql: &str) {
         use sqlx::Connection;
