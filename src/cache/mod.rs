@@ -202,7 +202,7 @@ pub struct PartitionEntry {
     pub rows: u64,
     /// Size of the file.
     pub bytes: u64,
-    /// First and last `ts` (microseconds).
+    /// First `ts` (microseconds).
     pub min_ts: i64,
     /// Last `ts` (microseconds).
     pub max_ts: i64,
