@@ -18,6 +18,7 @@ use crate::import::{Format, ImportOptions, import_files};
 use crate::model::{Symbol, Timeframe, parse_time_arg};
 use crate::output;
 use crate::quickstart;
+use crate::read::{BarsRequest, Reader};
 use crate::sync::{Syncer, status, verify};
 
 /// Keep an SQL `market_data` table mirrored as a partitioned Parquet cache.
@@ -78,6 +79,57 @@ pub enum Command {
     },
     /// Compare the cache with the table, partition by partition; exit 1 on a difference.
     Verify,
+    /// Print bars of one series from the cache, after an exact warmup.
+    Bars(BarsArgs),
+    /// Print the latest bar of one series from the cache.
+    Latest {
+        /// Instrument.
+        #[arg(value_parser = parse_symbol)]
+        symbol: Symbol,
+        /// Bar length.
+        #[arg(long, value_parser = parse_timeframe)]
+        timeframe: Timeframe,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = BarsFormat::Table)]
+        format: BarsFormat,
+    },
+}
+
+/// `quiver bars`
+#[derive(Debug, Args)]
+pub struct BarsArgs {
+    /// Instrument.
+    #[arg(value_parser = parse_symbol)]
+    pub symbol: Symbol,
+    /// Bar length.
+    #[arg(long, value_parser = parse_timeframe)]
+    pub timeframe: Timeframe,
+    /// First bar of the range (RFC 3339 or date), inclusive.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Last bar of the range (RFC 3339, or a date meaning the whole day), inclusive.
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Bars printed before the range: exactly N, fewer only where history is shorter.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// At most N bars of the range.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = BarsFormat::Table)]
+    pub format: BarsFormat,
+}
+
+/// Output of `quiver bars` and `quiver latest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BarsFormat {
+    /// A table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// A JSON array of objects (decimals as strings, exact).
+    Json,
 }
 
 /// Output of `quiver status`.
@@ -293,6 +345,41 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 StatusFormat::Table => output::status_table(&status)?,
             };
             w(out, text)?;
+        }
+        Command::Bars(args) => {
+            let request = BarsRequest {
+                symbol: args.symbol,
+                timeframe: args.timeframe,
+                start: args
+                    .start
+                    .as_deref()
+                    .map(|t| parse_time_arg(t, false))
+                    .transpose()?,
+                end: args
+                    .end
+                    .as_deref()
+                    .map(|t| parse_time_arg(t, true))
+                    .transpose()?,
+                warmup: args.warmup,
+                limit: args.limit,
+            };
+            let started = Instant::now();
+            let bars = Reader::open(&config).bars(&request).await?;
+            tracing::info!(
+                rows = bars.len(),
+                warmup = bars.warmup,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "bars"
+            );
+            w(out, output::bars(&bars, args.format)?)?;
+        }
+        Command::Latest {
+            symbol,
+            timeframe,
+            format,
+        } => {
+            let bars = Reader::open(&config).latest(&symbol, timeframe).await?;
+            w(out, output::bars(&bars, format)?)?;
         }
         Command::Verify => {
             let cache = Cache::new(&config.cache.dir);

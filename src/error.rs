@@ -82,6 +82,10 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 
+    /// A DataFusion query over the cache failed.
+    #[error("query: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
     /// Writing or reading a Parquet file failed.
     #[error("parquet: {0}")]
     Parquet(#[from] datafusion::parquet::errors::ParquetError),

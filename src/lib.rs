@@ -13,6 +13,7 @@
 //! - [`import`]: Yahoo, backtrader, Binance and CSV files, all-or-nothing.
 //! - [`generate`]: deterministic synthetic bars for benchmarks and tests.
 //! - [`cache`]: the Parquet cache on disk: layout, manifest, atomic publication.
+//! - [`read`]: range reads with exact warmup and the latest bar, through DataFusion.
 //! - [`sync`]: one sync pass, `status` and `verify`; [`daemon`]: `sync --watch`.
 //!
 //! ```no_run
@@ -44,6 +45,7 @@ pub mod model;
 pub mod output;
 pub mod progress;
 pub mod quickstart;
+pub mod read;
 pub mod sync;
 
 pub use config::Config;

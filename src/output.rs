@@ -6,9 +6,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
+use crate::cli::BarsFormat;
 use crate::db::SeriesSummary;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::format_ts;
+use crate::read::Bars;
 use crate::sync::Status;
 
 /// Renders series summaries as a table: symbol, timeframe, bars, first, last.
@@ -69,4 +71,60 @@ pub fn status_table(status: &Status) -> Result<String> {
         ),
     ])?;
     Ok(pretty_format_batches(&[batch])?.to_string())
+}
+
+/// Renders bars in `format`: a table, CSV with the header of DESIGN.md §2, or a JSON array of
+/// objects; times in RFC 3339 UTC, decimals exact in plain notation (strings in JSON).
+pub fn bars(bars: &Bars, format: BarsFormat) -> Result<String> {
+    const HEADER: [&str; 8] = [
+        "symbol",
+        "timeframe",
+        "ts",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+    ];
+    let rows = bars.to_text_rows()?;
+    match format {
+        BarsFormat::Table => {
+            let columns: Vec<(&str, ArrayRef)> = HEADER
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let array: ArrayRef =
+                        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i])));
+                    (*name, array)
+                })
+                .collect();
+            let batch = RecordBatch::try_from_iter(columns)?;
+            Ok(pretty_format_batches(&[batch])?.to_string())
+        }
+        BarsFormat::Csv => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let io = |e: csv::Error| Error::invalid(format!("csv: {e}"));
+            w.write_record(HEADER).map_err(io)?;
+            for r in &rows {
+                w.write_record(r).map_err(io)?;
+            }
+            let bytes = w
+                .into_inner()
+                .map_err(|e| Error::invalid(format!("csv: {e}")))?;
+            Ok(String::from_utf8_lossy(&bytes).trim_end().to_string())
+        }
+        BarsFormat::Json => {
+            let objects: Vec<serde_json::Map<String, serde_json::Value>> = rows
+                .iter()
+                .map(|r| {
+                    HEADER
+                        .iter()
+                        .zip(r)
+                        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+                        .collect()
+                })
+                .collect();
+            serde_json::to_string_pretty(&objects).map_err(|e| Error::invalid(format!("json: {e}")))
+        }
+    }
 }

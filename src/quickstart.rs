@@ -8,12 +8,15 @@ use std::path::Path;
 use chrono_tz::Tz;
 
 use crate::cache::Cache;
+use crate::cli::BarsFormat;
 use crate::config::Config;
 use crate::db::{OnConflict, Store};
 use crate::error::{Error, Result};
 use crate::import::{Format, ImportOptions, read_text, write_bars};
+use crate::model::parse_time_arg;
 use crate::model::{Symbol, Timeframe};
 use crate::output;
+use crate::read::{BarsRequest, Reader};
 use crate::sync::{Syncer, status};
 
 /// A bundled sample: real bars from the backtrader project's example data (see data/README.md).
@@ -116,5 +119,25 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
         output::status_table(&status(store, &cache).await?)?
     )
     .map_err(io)?;
+    // What a backtest asks for: bars from a point in time, after exact warmup bars.
+    let request = BarsRequest {
+        start: Some(parse_time_arg("2006-01-03T08:00:00Z", false)?),
+        end: None,
+        warmup: 2,
+        limit: Some(3),
+        ..BarsRequest::new(
+            Symbol::parse("FESX").map_err(Error::InvalidArgument)?,
+            Timeframe::parse("1m").map_err(Error::InvalidArgument)?,
+        )
+    };
+    let bars = Reader::new(cache).bars(&request).await?;
+    writeln!(
+        out,
+        "quiver bars FESX --timeframe 1m --start 2006-01-03T08:00:00Z --warmup 2 --limit 3 \
+         ({} warmup bars, then the range):",
+        bars.warmup
+    )
+    .map_err(io)?;
+    writeln!(out, "{}", output::bars(&bars, BarsFormat::Table)?).map_err(io)?;
     Ok(())
 }

@@ -282,11 +282,17 @@ impl Cache {
 
     /// The published manifest, or `None` before the first sync.
     pub fn current(&self) -> Result<Option<Manifest>> {
+        Ok(self.snapshot()?.map(|(m, _)| m))
+    }
+
+    /// The published manifest and the folder of its version, resolved once: the files of the
+    /// manifest are under that folder, whatever is published meanwhile.
+    pub fn snapshot(&self) -> Result<Option<(Manifest, PathBuf)>> {
         let link = self.table_dir();
-        match fs::symlink_metadata(&link) {
+        let target = match fs::read_link(&link) {
+            Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&link, e)),
-            Ok(m) if !m.file_type().is_symlink() => {
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                 return Err(Error::Format {
                     file: link,
                     message: "is not a quiver cache (expected a symlink to .quiver/v…); \
@@ -294,16 +300,16 @@ impl Cache {
                         .into(),
                 });
             }
-            Ok(_) => {}
-        }
-        let path = link.join(MANIFEST);
+            Err(e) => return Err(Error::io(&link, e)),
+        };
+        let dir = self.root.join(target);
+        let path = dir.join(MANIFEST);
         let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::Format {
-                file: path,
-                message: format!("unreadable manifest: {e}"),
-            })
+        let manifest = serde_json::from_str(&text).map_err(|e| Error::Format {
+            file: path,
+            message: format!("unreadable manifest: {e}"),
+        })?;
+        Ok(Some((manifest, dir)))
     }
 
     /// Starts a new version on top of `base` (the published manifest, or `None` to start from

@@ -7,5 +7,6 @@ mod cli;
 mod daemon;
 mod feed;
 mod import;
+mod read;
 mod store;
 mod sync;
