@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 
@@ -16,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, generate_into};
 use crate::import::{Format, ImportOptions, import_files};
 use crate::model::{Symbol, Timeframe, parse_time_arg};
-use crate::output;
+use crate::output::{self, BarsFormat};
 use crate::quickstart;
 use crate::read::{BarsRequest, Reader};
 use crate::sync::{Syncer, status, verify};
@@ -121,17 +122,6 @@ pub struct BarsArgs {
     pub format: BarsFormat,
 }
 
-/// Output of `quiver bars` and `quiver latest`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BarsFormat {
-    /// A table.
-    Table,
-    /// CSV with a header.
-    Csv,
-    /// A JSON array of objects (decimals as strings, exact).
-    Json,
-}
-
 /// Output of `quiver status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum StatusFormat {
@@ -214,6 +204,17 @@ fn parse_tz(s: &str) -> Result<Tz, String> {
         .map_err(|_| format!("unknown time zone {s:?} (use an IANA name such as America/New_York)"))
 }
 
+/// An optional inclusive bound of a time range.
+type Bound = Option<DateTime<Utc>>;
+
+/// `--start` and `--end` as instants: a date alone as the end covers that whole day.
+fn time_range(start: Option<&str>, end: Option<&str>) -> Result<(Bound, Bound)> {
+    Ok((
+        start.map(|t| parse_time_arg(t, false)).transpose()?,
+        end.map(|t| parse_time_arg(t, true)).transpose()?,
+    ))
+}
+
 impl Cli {
     /// The configuration: file, then environment, then this command line's flags.
     pub fn config(&self) -> Result<Config> {
@@ -284,19 +285,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             )?;
         }
         Command::Delete(args) => {
+            let (start, end) = time_range(args.start.as_deref(), args.end.as_deref())?;
             let filter = BarFilter {
                 symbol: Some(args.symbol),
                 timeframe: args.timeframe,
-                start: args
-                    .start
-                    .as_deref()
-                    .map(|t| parse_time_arg(t, false))
-                    .transpose()?,
-                end: args
-                    .end
-                    .as_deref()
-                    .map(|t| parse_time_arg(t, true))
-                    .transpose()?,
+                start,
+                end,
             };
             let n = store.delete_bars(&filter).await?;
             w(out, format!("deleted {n} bars"))?;
@@ -347,19 +341,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             w(out, text)?;
         }
         Command::Bars(args) => {
+            let (start, end) = time_range(args.start.as_deref(), args.end.as_deref())?;
             let request = BarsRequest {
                 symbol: args.symbol,
                 timeframe: args.timeframe,
-                start: args
-                    .start
-                    .as_deref()
-                    .map(|t| parse_time_arg(t, false))
-                    .transpose()?,
-                end: args
-                    .end
-                    .as_deref()
-                    .map(|t| parse_time_arg(t, true))
-                    .transpose()?,
+                start,
+                end,
                 warmup: args.warmup,
                 limit: args.limit,
             };

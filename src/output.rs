@@ -6,7 +6,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
-use crate::cli::BarsFormat;
 use crate::db::SeriesSummary;
 use crate::error::{Error, Result};
 use crate::model::format_ts;
@@ -71,6 +70,17 @@ pub fn status_table(status: &Status) -> Result<String> {
         ),
     ])?;
     Ok(pretty_format_batches(&[batch])?.to_string())
+}
+
+/// Output of `quiver bars` and `quiver latest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BarsFormat {
+    /// A table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// A JSON array of objects (decimals as strings, exact).
+    Json,
 }
 
 /// Renders bars in `format`: a table, CSV with the header of DESIGN.md §2, or a JSON array of

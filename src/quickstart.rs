@@ -8,14 +8,13 @@ use std::path::Path;
 use chrono_tz::Tz;
 
 use crate::cache::Cache;
-use crate::cli::BarsFormat;
 use crate::config::Config;
 use crate::db::{OnConflict, Store};
 use crate::error::{Error, Result};
 use crate::import::{Format, ImportOptions, read_text, write_bars};
 use crate::model::parse_time_arg;
 use crate::model::{Symbol, Timeframe};
-use crate::output;
+use crate::output::{self, BarsFormat};
 use crate::read::{BarsRequest, Reader};
 use crate::sync::{Syncer, status};
 

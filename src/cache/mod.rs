@@ -437,17 +437,7 @@ impl Draft {
         self.generation
     }
 
-    /// Writes the rows of a partition as this version's file for it; an empty `data` removes
-    /// the partition. Blocking: run it off the async runtime for big partitions.
-    pub fn write(
-        &self,
-        key: &PartitionKey,
-        data: &PartitionData,
-    ) -> Result<Option<PartitionEntry>> {
-        write_partition(&self.dir, key, data)
-    }
-
-    /// Records the outcome of [`Draft::write`] (or of [`write_partition`] run elsewhere).
+    /// Records the outcome of [`write_partition`] for `key`.
     pub fn record(&mut self, key: PartitionKey, entry: Option<PartitionEntry>) {
         self.changed.insert(key, entry);
     }

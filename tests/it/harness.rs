@@ -203,6 +203,17 @@ impl Drop for TestDb {
     }
 }
 
+/// Deterministic synthetic bars: `symbols` symbols, `days` trading days of `timeframe` bars.
+pub fn generated(symbols: usize, days: usize, timeframe: &str, seed: u64) -> Vec<quiver::Bar> {
+    quiver::generate::generate_vec(&quiver::generate::GenerateOptions::new(
+        symbols,
+        days,
+        timeframe.parse().expect("timeframe"),
+        seed,
+    ))
+    .expect("generate")
+}
+
 /// The repo's bundled sample data.
 pub fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,6 +8,7 @@ use quiver::{Bar, BarFilter, OnConflict, Symbol};
 
 use crate::both;
 use crate::harness::TestDb;
+use crate::harness::generated;
 use crate::sync::syncer;
 
 both!(
@@ -28,13 +29,7 @@ async fn series(db: &TestDb, symbol: &str) -> Vec<Bar> {
 
 async fn warmup_reads_are_exact_across_partitions(db: TestDb) {
     // 2 symbols x 45 trading days of 1m bars: three month partitions per symbol.
-    let bars = quiver::generate::generate_vec(&quiver::generate::GenerateOptions::new(
-        2,
-        45,
-        "1m".parse().unwrap(),
-        11,
-    ))
-    .unwrap();
+    let bars = generated(2, 45, "1m", 11);
     db.store
         .insert_bars(&bars, OnConflict::Error)
         .await

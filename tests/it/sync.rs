@@ -16,6 +16,7 @@ use rust_decimal::Decimal;
 use sqlx::Connection;
 
 use crate::both;
+use crate::harness::generated;
 use crate::harness::{Kind, TestDb, pg_url};
 
 /// A row as plain strings: symbol, timeframe, ts (µs), open, high, low, close, volume.
@@ -170,13 +171,7 @@ both!(
 
 async fn every_kind_of_change_is_mirrored_exactly(db: TestDb) {
     let k = db.kind;
-    let bars = quiver::generate::generate_vec(&quiver::generate::GenerateOptions::new(
-        3,
-        45,
-        "5m".parse().unwrap(),
-        7,
-    ))
-    .unwrap();
+    let bars = generated(3, 45, "5m", 7);
     db.store
         .insert_bars(&bars, OnConflict::Error)
         .await
@@ -240,13 +235,7 @@ async fn every_kind_of_change_is_mirrored_exactly(db: TestDb) {
     assert_mirrored(&db, "after mixed changes").await;
 
     // Writes through quiver's own bulk path are tracked too (SQLite marks them itself).
-    let more = quiver::generate::generate_vec(&quiver::generate::GenerateOptions::new(
-        4,
-        2,
-        "1h".parse().unwrap(),
-        8,
-    ))
-    .unwrap();
+    let more = generated(4, 2, "1h", 8);
     db.store
         .insert_bars(&more, OnConflict::Replace)
         .await
@@ -471,13 +460,7 @@ both!(readers_never_see_a_partial_or_mixed_partition);
 /// version's number), readers going through the `market_data` path never fail and never see
 /// two versions in one file, and a reader pinned to a resolved version sees it whole.
 async fn readers_never_see_a_partial_or_mixed_partition(db: TestDb) {
-    let bars = quiver::generate::generate_vec(&quiver::generate::GenerateOptions::new(
-        2,
-        25,
-        "1m".parse().unwrap(),
-        3,
-    ))
-    .unwrap();
+    let bars = generated(2, 25, "1m", 3);
     let rows = bars.len();
     db.store
         .insert_bars(&bars, OnConflict::Error)
