@@ -65,6 +65,7 @@ fn kill_at(db: &TestDb, point: &str) {
 }
 
 both!(
+    daemon_stops_on_sigint,
     kill_9_at_every_step_leaves_the_published_cache_intact,
     daemon_follows_writes_and_stops_on_sigterm,
     status_and_verify_report_the_cache
@@ -142,12 +143,12 @@ async fn kill_9_at_every_step_leaves_the_published_cache_intact(db: TestDb) {
     );
 }
 
-/// Sends SIGTERM and returns how long the process took to exit, and its status.
-fn terminate(mut child: Child) -> (Duration, Option<i32>, String) {
+/// Sends `signal` and returns how long the process took to exit, and its status.
+fn terminate(mut child: Child, signal: i32) -> (Duration, Option<i32>, String) {
     let started = Instant::now();
     // SAFETY: `kill` with a valid pid of our own child and a standard signal number.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+        libc::kill(child.id() as i32, signal);
     }
     let status = child.wait().unwrap();
     let mut err = String::new();
@@ -185,7 +186,7 @@ async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
         .await;
     db.wait_mirrored(None, Duration::from_secs(10)).await;
 
-    let (took, code, stderr) = terminate(child);
+    let (took, code, stderr) = terminate(child, libc::SIGTERM);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
     assert!(stderr.contains("SIGTERM: stopping"), "{stderr}");
@@ -247,4 +248,19 @@ async fn status_and_verify_report_the_cache(db: TestDb) {
     let table = text(&out.stdout);
     assert!(table.contains("| pending changes |"), "{table}");
     assert!(table.contains("| partitions      | 1 "), "{table}");
+}
+
+async fn daemon_stops_on_sigint(db: TestDb) {
+    import_sample(&db, "nvda-1999-2014.txt", "NVDA", "1d").await;
+    let child = command(&db, &["sync", "--watch"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    db.wait_mirrored(Some(4012), Duration::from_secs(20)).await;
+    let (took, code, stderr) = terminate(child, libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(1), "SIGINT took {took:?}");
+    assert!(stderr.contains("SIGINT: stopping"), "{stderr}");
+    assert_mirrored(&db, "after SIGINT").await;
 }

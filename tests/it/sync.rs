@@ -530,3 +530,55 @@ async fn readers_never_see_a_partial_or_mixed_partition(db: TestDb) {
     assert_mirrored(&db, "after concurrent reads").await;
     assert_eq!(db.count().await as usize, rows);
 }
+
+both!(partition_files_carry_the_promised_properties);
+
+/// DESIGN.md §4's file properties, read from the footer of every published file.
+async fn partition_files_carry_the_promised_properties(db: TestDb) {
+    use quiver::datafusion::parquet::basic::Compression;
+    use quiver::datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    db.store
+        .insert_bars(&generated(2, 30, "1m", 5), OnConflict::Error)
+        .await
+        .unwrap();
+    syncer(&db).pass(false).await.unwrap();
+    let manifest = Cache::new(&db.config.cache.dir).current().unwrap().unwrap();
+    assert_eq!(manifest.partitions.len(), 4, "2 symbols x 2 months");
+    for p in &manifest.partitions {
+        let path = db.config.cache.dir.join("market_data").join(&p.file);
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let meta = reader.metadata();
+        assert_eq!(meta.file_metadata().num_rows() as u64, p.rows);
+        for rg in meta.row_groups() {
+            let sorted: Vec<i32> = rg
+                .sorting_columns()
+                .expect("sorting_columns recorded")
+                .iter()
+                .map(|c| c.column_idx)
+                .collect();
+            assert_eq!(sorted, vec![0, 1, 2], "sorted by symbol, timeframe, ts");
+            for c in rg.columns() {
+                assert!(
+                    matches!(c.compression(), Compression::ZSTD(_)),
+                    "{}",
+                    c.column_path()
+                );
+                assert!(
+                    c.statistics().is_some(),
+                    "statistics for {}",
+                    c.column_path()
+                );
+                assert!(
+                    c.column_index_offset().is_some(),
+                    "page index for {}",
+                    c.column_path()
+                );
+                assert!(
+                    c.offset_index_offset().is_some(),
+                    "offset index for {}",
+                    c.column_path()
+                );
+            }
+        }
+    }
+}
