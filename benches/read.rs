@@ -78,7 +78,7 @@ fn read(c: &mut Criterion) {
     let mut syncer = Syncer::new(sqlite.clone(), cache.clone(), None).expect("syncer");
     rt.block_on(syncer.pass(false)).expect("sync");
     drop(syncer);
-    let reader = Reader::new(cache);
+    let reader = Reader::new(cache).expect("reader");
     let symbol = Symbol::parse("SYM007").expect("symbol");
     let w1 = BarsRequest {
         start: Some(w1_start()),

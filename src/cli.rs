@@ -232,16 +232,25 @@ impl Cli {
 /// Runs a parsed command line, writing results to `out`; returns the exit status.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
     let config = cli.config()?;
-    let store = Store::connect(&config.database).await?;
+    // Reads of the cache never touch the database: they work where only the cache is.
+    let store = match cli.command {
+        Command::Bars(_) | Command::Latest { .. } => None,
+        _ => Some(Store::connect(&config.database).await?),
+    };
+    let store = || {
+        store
+            .clone()
+            .ok_or_else(|| Error::invalid("this command needs the database"))
+    };
     let w = |out: &mut dyn Write, text: String| {
         writeln!(out, "{text}").map_err(|e| Error::io("<stdout>", e))
     };
     match cli.command {
         Command::Quickstart => {
-            quickstart::run(&store, &config, out).await?;
+            quickstart::run(&store()?, &config, out).await?;
         }
         Command::Migrate { revert: false } => {
-            let applied = store.migrate().await?;
+            let applied = store()?.migrate().await?;
             if applied.is_empty() {
                 w(out, "database is up to date".into())?;
             }
@@ -249,7 +258,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 w(out, format!("applied migration {v}"))?;
             }
         }
-        Command::Migrate { revert: true } => match store.revert().await? {
+        Command::Migrate { revert: true } => match store()?.revert().await? {
             Some(v) => w(out, format!("reverted migration {v}"))?,
             None => w(out, "no migration to revert".into())?,
         },
@@ -262,7 +271,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 tz: args.tz,
                 on_conflict: args.on_conflict,
             };
-            let report = import_files(&store, &args.files, &options).await?;
+            let report = import_files(&store()?, &args.files, &options).await?;
             for f in &report.files {
                 w(
                     out,
@@ -292,13 +301,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 start,
                 end,
             };
-            let n = store.delete_bars(&filter).await?;
+            let n = store()?.delete_bars(&filter).await?;
             w(out, format!("deleted {n} bars"))?;
         }
         Command::Generate(args) => {
             let started = Instant::now();
             let options = GenerateOptions::new(args.symbols, args.days, args.timeframe, args.seed);
-            let report = generate_into(&store, &options, args.on_conflict).await?;
+            let report = generate_into(&store()?, &options, args.on_conflict).await?;
             let secs = started.elapsed().as_secs_f64();
             w(
                 out,
@@ -313,7 +322,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         Command::Sync { watch, full } => {
             let cache = Cache::new(&config.cache.dir);
             let mut syncer =
-                Syncer::new(store, cache, config.database.schema.clone())?.with_progress(true);
+                Syncer::new(store()?, cache, config.database.schema.clone())?.with_progress(true);
             if watch {
                 if full {
                     let report = syncer.pass(true).await?;
@@ -332,7 +341,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         }
         Command::Status { format } => {
             let cache = Cache::new(&config.cache.dir);
-            let status = status(&store, &cache).await?;
+            let status = status(&store()?, &cache).await?;
             let text = match format {
                 StatusFormat::Json => serde_json::to_string_pretty(&status)
                     .map_err(|e| Error::invalid(format!("status: {e}")))?,
@@ -350,14 +359,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 warmup: args.warmup,
                 limit: args.limit,
             };
-            let started = Instant::now();
-            let bars = Reader::open(&config).bars(&request).await?;
-            tracing::info!(
-                rows = bars.len(),
-                warmup = bars.warmup,
-                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-                "bars"
-            );
+            let bars = Reader::open(&config)?.bars(&request).await?;
             w(out, output::bars(&bars, args.format)?)?;
         }
         Command::Latest {
@@ -365,12 +367,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             timeframe,
             format,
         } => {
-            let bars = Reader::open(&config).latest(&symbol, timeframe).await?;
+            let bars = Reader::open(&config)?.latest(&symbol, timeframe).await?;
             w(out, output::bars(&bars, format)?)?;
         }
         Command::Verify => {
             let cache = Cache::new(&config.cache.dir);
-            let report = verify(&store, &cache).await?;
+            let report = verify(&store()?, &cache).await?;
             for d in &report.differences {
                 w(
                     out,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::read::IoMode;
 
 /// The default SQLite database, embedded, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/market.db";
@@ -26,6 +27,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// How the sync daemon behaves.
     pub sync: SyncConfig,
+    /// How readers of the cache behave.
+    pub read: ReadConfig,
 }
 
 /// `[database]`
@@ -53,6 +56,29 @@ pub struct SyncConfig {
     pub poll_interval: Duration,
 }
 
+/// `[read]`
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadConfig {
+    /// How partition files are read: memory maps (`mmap`, the default, measured faster) or
+    /// plain reads (`pread`).
+    pub io: IoMode,
+    /// Partition files a reader keeps open between queries, with their parsed footers and page
+    /// indexes.
+    pub open_files: usize,
+    /// Reads and SQL statements slower than this are logged at warn level with their time.
+    pub slow_query: Duration,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig {
+            io: IoMode::Mmap,
+            open_files: 1024,
+            slow_query: Duration::from_secs(1),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -67,6 +93,7 @@ impl Default for Config {
             sync: SyncConfig {
                 poll_interval: Duration::from_secs(1),
             },
+            read: ReadConfig::default(),
         }
     }
 }
@@ -80,6 +107,16 @@ struct FileConfig {
     cache: FileCache,
     #[serde(default)]
     sync: FileSync,
+    #[serde(default)]
+    read: FileRead,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileRead {
+    io: Option<String>,
+    open_files: Option<usize>,
+    slow_query: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -150,6 +187,19 @@ impl Config {
         if let Some(p) = file.sync.poll_interval {
             config.sync.poll_interval = humantime::parse_duration(&p)
                 .map_err(|e| format!("sync.poll_interval {p:?}: {e}"))?;
+        }
+        if let Some(io) = file.read.io {
+            config.read.io = io.parse().map_err(|e| format!("read.io: {e}"))?;
+        }
+        if let Some(n) = file.read.open_files {
+            if n == 0 {
+                return Err("read.open_files must be at least 1".into());
+            }
+            config.read.open_files = n;
+        }
+        if let Some(t) = file.read.slow_query {
+            config.read.slow_query =
+                humantime::parse_duration(&t).map_err(|e| format!("read.slow_query {t:?}: {e}"))?;
         }
         Ok(config)
     }

@@ -84,7 +84,38 @@ pub enum Error {
 
     /// A DataFusion query over the cache failed.
     #[error("query: {0}")]
-    DataFusion(#[from] datafusion::error::DataFusionError),
+    DataFusion(datafusion::error::DataFusionError),
+
+    /// The cache has no published version yet.
+    #[error("the cache in {} is empty; run `quiver sync` first", dir.display())]
+    EmptyCache {
+        /// The cache folder.
+        dir: PathBuf,
+    },
+
+    /// The cache holds no bars of this series.
+    #[error("{}", unknown_series(symbol, timeframe, timeframes))]
+    UnknownSeries {
+        /// The symbol asked for.
+        symbol: String,
+        /// The timeframe asked for.
+        timeframe: String,
+        /// The timeframes the cache does hold for the symbol (empty: an unknown symbol).
+        timeframes: Vec<String>,
+    },
+
+    /// A range whose start is after its end.
+    #[error("start {start} is after end {end}")]
+    InvalidRange {
+        /// The start, RFC 3339.
+        start: String,
+        /// The end, RFC 3339.
+        end: String,
+    },
+
+    /// The series has no bar in the requested range.
+    #[error("{0}")]
+    EmptyRange(Box<EmptyRange>),
 
     /// Writing or reading a Parquet file failed.
     #[error("parquet: {0}")]
@@ -93,6 +124,63 @@ pub enum Error {
     /// Applying or reverting migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// What [`Error::EmptyRange`] reports: the range asked for and what the cache holds.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no {timeframe} bars of {symbol} from {start} to {end}; the cache holds them from {first} to {last}"
+)]
+pub struct EmptyRange {
+    /// Instrument.
+    pub symbol: String,
+    /// Bar length.
+    pub timeframe: String,
+    /// The range's start as asked (RFC 3339).
+    pub start: String,
+    /// The range's end as asked (RFC 3339).
+    pub end: String,
+    /// The series' first bar in the cache.
+    pub first: String,
+    /// The series' last bar in the cache.
+    pub last: String,
+}
+
+fn unknown_series(symbol: &str, timeframe: &str, timeframes: &[String]) -> String {
+    if timeframes.is_empty() {
+        format!(
+            "no bars of {symbol} in the cache (unknown symbol; `quiver status` lists what is there)"
+        )
+    } else {
+        format!(
+            "no {timeframe} bars of {symbol} in the cache; it holds {symbol} in {}",
+            timeframes.join(", ")
+        )
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for Error {
+    /// Unwraps quiver's own errors that travelled through DataFusion (from inside a table
+    /// scan or a stream), so they keep their type.
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError;
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(other) => Error::DataFusion(DataFusionError::External(other)),
+            },
+            other => Error::DataFusion(other),
+        }
+    }
+}
+
+impl From<Error> for datafusion::error::DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(e) => e,
+            other => datafusion::error::DataFusionError::External(Box::new(other)),
+        }
+    }
 }
 
 impl Error {

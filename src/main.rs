@@ -1,6 +1,7 @@
 //! The `quiver` binary: parse flags, set up logging, run the library command, map errors to
 //! exit statuses (0 ok, 1 failed check, 2 bad usage or input) with a one-line cause on stderr.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -129,7 +129,7 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
             Timeframe::parse("1m").map_err(Error::InvalidArgument)?,
         )
     };
-    let bars = Reader::new(cache).bars(&request).await?;
+    let bars = Reader::open(config)?.bars(&request).await?;
     writeln!(
         out,
         "quiver bars FESX --timeframe 1m --start 2006-01-03T08:00:00Z --warmup 2 --limit 3 \

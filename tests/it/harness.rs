@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use quiver::Store;
-use quiver::config::{CacheConfig, Config, DatabaseConfig, SyncConfig};
+use quiver::config::{CacheConfig, Config, DatabaseConfig, ReadConfig, SyncConfig};
 
 pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -73,6 +73,7 @@ impl TestDb {
             sync: SyncConfig {
                 poll_interval: std::time::Duration::from_millis(100),
             },
+            read: ReadConfig::default(),
         };
         let store = Store::connect(&config.database).await.expect("connect");
         TestDb {

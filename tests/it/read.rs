@@ -1,132 +1,456 @@
-//! Reading bars back from the cache: exact warmup across partitions, the latest bar, typed
-//! errors, a reader seeing new publications, and `quiver bars` output.
+//! Reading bars back from the cache: exact warmup across partition and year boundaries, typed
+//! bars, streams, merged series, the latest bar, typed errors, a reader following
+//! publications, pruning proved from DataFusion's metrics, and `quiver bars`/`latest`.
 
-use chrono::{DateTime, TimeZone, Utc};
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use futures_util::StreamExt;
 use quiver::cache::Cache;
-use quiver::read::{BarsRequest, Reader};
-use quiver::{Bar, BarFilter, OnConflict, Symbol};
+use quiver::datafusion::physical_plan::{ExecutionPlan, collect};
+use quiver::read::{BarsRequest, IoMode, ReadOptions, Reader};
+use quiver::{Bar, BarFilter, Error, OnConflict, Symbol, Timeframe};
 
 use crate::both;
-use crate::harness::TestDb;
-use crate::harness::generated;
+use crate::harness::{Kind, TestDb, generated};
 use crate::sync::syncer;
 
 both!(
-    warmup_reads_are_exact_across_partitions,
-    bars_command_prints_exact_csv
+    warmup_reads_are_exact_across_partitions_and_years,
+    streams_merges_and_latest_agree_with_the_table,
+    errors_are_typed,
+    a_reader_follows_publications_and_keeps_its_snapshot,
+    a_one_week_read_opens_only_the_files_and_row_groups_it_needs,
+    bars_and_latest_commands_print_every_format
 );
 
-async fn series(db: &TestDb, symbol: &str) -> Vec<Bar> {
+fn sym(s: &str) -> Symbol {
+    Symbol::parse(s).unwrap()
+}
+
+fn tf(s: &str) -> Timeframe {
+    s.parse().unwrap()
+}
+
+async fn series(db: &TestDb, symbol: &str, timeframe: &str) -> Vec<Bar> {
     db.store
         .read_bars(&BarFilter {
-            symbol: Some(Symbol::parse(symbol).unwrap()),
-            timeframe: Some("1m".parse().unwrap()),
+            symbol: Some(sym(symbol)),
+            timeframe: Some(tf(timeframe)),
             ..BarFilter::default()
         })
         .await
         .unwrap()
 }
 
-async fn warmup_reads_are_exact_across_partitions(db: TestDb) {
-    // 2 symbols x 45 trading days of 1m bars: three month partitions per symbol.
-    let bars = generated(2, 45, "1m", 11);
+/// Generated bars moved back by `days`, so that they straddle a year boundary.
+fn shifted(bars: Vec<Bar>, days: i64) -> Vec<Bar> {
+    bars.into_iter()
+        .map(|mut b| {
+            b.ts -= Duration::days(days);
+            b
+        })
+        .collect()
+}
+
+fn reader(db: &TestDb) -> Reader {
+    Reader::new(Cache::new(&db.config.cache.dir)).unwrap()
+}
+
+async fn warmup_reads_are_exact_across_partitions_and_years(db: TestDb) {
+    // 1m bars from mid-December 2023 to February 2024 (month partitions across a year
+    // boundary) and 1h bars over the same days (year partitions).
+    let minutes = shifted(generated(2, 45, "1m", 11), 20);
+    let hours = shifted(generated(2, 45, "1h", 12), 20);
+    for bars in [&minutes, &hours] {
+        db.store.insert_bars(bars, OnConflict::Error).await.unwrap();
+    }
+    syncer(&db).pass(false).await.unwrap();
+    let reader = reader(&db);
+    let new_year: DateTime<Utc> = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+
+    for (timeframe, warmup, limit, span) in [("1m", 700, 1000, 400), ("1h", 50, 20, 40)] {
+        let all = series(&db, "SYM002", timeframe).await;
+        let first = all.iter().position(|b| b.ts >= new_year).unwrap();
+        assert!(first > warmup, "the test needs history before the new year");
+        let request = BarsRequest::new(sym("SYM002"), tf(timeframe))
+            .with_start(new_year)
+            .with_warmup(warmup)
+            .with_limit(limit);
+        let got = reader.bars(&request).await.unwrap();
+        assert_eq!(got.warmup, warmup, "{timeframe}");
+        assert_eq!(
+            got.to_bars().unwrap(),
+            all[first - warmup..first + limit].to_vec(),
+            "{timeframe}: warmup across the year boundary"
+        );
+
+        // Every (start, warmup, end) combination near the boundary agrees with the table.
+        for (s, w, e) in [
+            (first, 1, first),
+            (first + 3, span - 10, first + span),
+            (5, 50, 9),
+        ] {
+            let request = BarsRequest::new(sym("SYM002"), tf(timeframe))
+                .with_start(all[s].ts)
+                .with_end(all[e].ts)
+                .with_warmup(w);
+            let got = reader.bars(&request).await.unwrap();
+            let from = s.saturating_sub(w);
+            assert_eq!(got.warmup, s - from, "{timeframe} {s} {w} {e}");
+            assert_eq!(got.to_bars().unwrap(), all[from..=e].to_vec());
+        }
+    }
+
+    // The same read without memory maps gives the same bars.
+    let plain = Reader::with_options(
+        Cache::new(&db.config.cache.dir),
+        ReadOptions {
+            io: IoMode::Pread,
+            ..ReadOptions::default()
+        },
+    )
+    .unwrap();
+    let request = BarsRequest::new(sym("SYM001"), tf("1m"))
+        .with_start(new_year)
+        .with_warmup(300);
+    let (a, b) = (
+        reader.bars(&request).await.unwrap(),
+        plain.bars(&request).await.unwrap(),
+    );
+    assert_eq!(a.to_bars().unwrap(), b.to_bars().unwrap());
+    assert_eq!(
+        a.to_bars().unwrap().len(),
+        minutes.len() / 2 - first_index(&minutes, "SYM001", new_year) + 300
+    );
+}
+
+fn first_index(bars: &[Bar], symbol: &str, at: DateTime<Utc>) -> usize {
+    bars.iter()
+        .filter(|b| b.symbol.as_str() == symbol)
+        .position(|b| b.ts >= at)
+        .unwrap()
+}
+
+async fn streams_merges_and_latest_agree_with_the_table(db: TestDb) {
+    let bars = generated(3, 30, "1m", 5);
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    syncer(&db).pass(false).await.unwrap();
+    let reader = reader(&db);
+    let all = series(&db, "SYM003", "1m").await;
+
+    // A stream delivers the same bars as the collected read, in several batches.
+    let request = BarsRequest::new(sym("SYM003"), tf("1m"))
+        .with_start(all[5000].ts)
+        .with_warmup(100);
+    let mut stream = reader.stream(&request).await.unwrap();
+    let mut batches = 0;
+    let mut streamed = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.unwrap();
+        assert_eq!(batch.schema(), quiver::cache::schema());
+        batches += 1;
+        quiver::read::decode_bars(&batch, &mut streamed).unwrap();
+    }
+    assert!(batches > 1, "the range arrives in pieces, not at once");
+    assert_eq!(streamed, all[4900..].to_vec());
+    let typed: Vec<Bar> = reader
+        .stream(&request)
+        .await
+        .unwrap()
+        .into_bars()
+        .map(|b| b.unwrap())
+        .collect()
+        .await;
+    assert_eq!(typed, streamed);
+
+    // Merged: every series' warmup and range, in (ts, symbol) order.
+    let start = all[2000].ts;
+    let requests: Vec<BarsRequest> = ["SYM001", "SYM003"]
+        .iter()
+        .map(|s| {
+            BarsRequest::new(sym(s), tf("1m"))
+                .with_start(start)
+                .with_warmup(10)
+                .with_limit(50)
+        })
+        .collect();
+    let merged = reader.bars_merged(&requests).await.unwrap();
+    let mut expected = Vec::new();
+    for s in ["SYM001", "SYM003"] {
+        let bars = series(&db, s, "1m").await;
+        let i = bars.iter().position(|b| b.ts >= start).unwrap();
+        expected.extend_from_slice(&bars[i - 10..i + 50]);
+    }
+    expected.sort_by(|a, b| (a.ts, &a.symbol).cmp(&(b.ts, &b.symbol)));
+    assert_eq!(merged.warmup, 20);
+    assert_eq!(merged.to_bars().unwrap(), expected);
+
+    // Latest.
+    let latest = reader.latest(&sym("SYM003"), tf("1m")).await.unwrap();
+    assert_eq!(latest.to_bars().unwrap(), vec![all.last().unwrap().clone()]);
+}
+
+async fn errors_are_typed(db: TestDb) {
+    let reader = reader(&db);
+    let any = BarsRequest::new(sym("SYM001"), tf("1m"));
+    assert!(matches!(
+        reader.bars(&any).await,
+        Err(Error::EmptyCache { .. })
+    ));
+
+    db.store
+        .insert_bars(&generated(1, 3, "1m", 1), OnConflict::Error)
+        .await
+        .unwrap();
+    syncer(&db).pass(false).await.unwrap();
+    let all = series(&db, "SYM001", "1m").await;
+
+    match reader.bars(&BarsRequest::new(sym("NOPE"), tf("1m"))).await {
+        Err(Error::UnknownSeries { timeframes, .. }) => assert!(timeframes.is_empty()),
+        other => panic!("unknown symbol: {other:?}"),
+    }
+    let err = reader
+        .bars(&BarsRequest::new(sym("SYM001"), tf("1h")))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::UnknownSeries { timeframes, .. } if timeframes == &["1m"]));
+    assert_eq!(
+        err.to_string(),
+        "no 1h bars of SYM001 in the cache; it holds SYM001 in 1m"
+    );
+    assert!(matches!(
+        reader.latest(&sym("NOPE"), tf("1d")).await,
+        Err(Error::UnknownSeries { .. })
+    ));
+
+    let reversed = any.clone().with_start(all[20].ts).with_end(all[10].ts);
+    assert!(matches!(
+        reader.bars(&reversed).await,
+        Err(Error::InvalidRange { .. })
+    ));
+
+    // After the last bar, and inside the night between two sessions: no bar in range.
+    let after = any
+        .clone()
+        .with_start(all.last().unwrap().ts + Duration::minutes(1));
+    let night = any
+        .clone()
+        .with_start(all[389].ts + Duration::minutes(1))
+        .with_end(all[390].ts - Duration::minutes(1))
+        .with_warmup(5);
+    for request in [after, night] {
+        let err = reader.bars(&request).await.unwrap_err();
+        assert!(matches!(err, Error::EmptyRange(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("the cache holds them from 2024-01-01T14:30:00Z"),
+            "{err}"
+        );
+    }
+    // Asking for no bar of the range is not an error.
+    let none = any
+        .clone()
+        .with_start(all[100].ts)
+        .with_limit(0)
+        .with_warmup(3);
+    let got = reader.bars(&none).await.unwrap();
+    assert_eq!(got.to_bars().unwrap(), all[97..100].to_vec());
+}
+
+async fn a_reader_follows_publications_and_keeps_its_snapshot(db: TestDb) {
+    let bars = generated(2, 45, "1m", 3);
     db.store
         .insert_bars(&bars, OnConflict::Error)
         .await
         .unwrap();
     let mut s = syncer(&db);
     s.pass(false).await.unwrap();
-    let reader = Reader::new(Cache::new(&db.config.cache.dir));
-    let all = series(&db, "SYM002").await;
+    let reader = reader(&db);
+    let before = series(&db, "SYM002", "1m").await;
 
-    // The range starts on the first bar of February: the 200 warmup bars are January's last.
-    let start: DateTime<Utc> = Utc.with_ymd_and_hms(2024, 2, 1, 0, 0, 0).unwrap();
-    let first = all.iter().position(|b| b.ts >= start).unwrap();
-    let request = BarsRequest {
-        start: Some(start),
-        end: None,
-        warmup: 200,
-        limit: Some(1000),
-        ..BarsRequest::new(Symbol::parse("SYM002").unwrap(), "1m".parse().unwrap())
-    };
-    let got = reader.bars(&request).await.unwrap();
-    assert_eq!(got.warmup, 200);
-    assert_eq!(
-        got.to_bars().unwrap(),
-        all[first - 200..first + 1000].to_vec()
-    );
+    // A stream opened now reads the version published now, even after the daemon deletes it.
+    let request = BarsRequest::new(sym("SYM002"), tf("1m"));
+    let mut open = reader.stream(&request).await.unwrap();
+    let mut kept = Vec::new();
+    let first = open.next().await.unwrap().unwrap();
+    quiver::read::decode_bars(&first, &mut kept).unwrap();
 
-    // More warmup than history: what there is. A range with an end: inclusive.
-    let early = BarsRequest {
-        start: Some(all[10].ts),
-        end: Some(all[20].ts),
-        warmup: 50,
-        limit: None,
-        ..request.clone()
-    };
-    let got = reader.bars(&early).await.unwrap();
-    assert_eq!(got.warmup, 10);
-    assert_eq!(got.to_bars().unwrap(), all[0..21].to_vec());
-
-    // Latest bar; typed errors for an unknown series and a reversed range.
-    let latest = reader
-        .latest(&Symbol::parse("SYM002").unwrap(), "1m".parse().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(latest.to_bars().unwrap(), vec![all.last().unwrap().clone()]);
-    let unknown = reader
-        .bars(&BarsRequest::new(
-            Symbol::parse("NOPE").unwrap(),
-            "1m".parse().unwrap(),
-        ))
-        .await
-        .unwrap_err();
-    assert!(
-        unknown.to_string().contains("no 1m bars of NOPE"),
-        "{unknown}"
-    );
-    let reversed = BarsRequest {
-        start: Some(all[20].ts),
-        end: Some(all[10].ts),
-        ..request.clone()
-    };
-    let err = reader.bars(&reversed).await.unwrap_err();
-    assert!(err.to_string().contains("is after end"), "{err}");
-
-    // A version published after the reader was opened is seen by its next query.
+    let cut: DateTime<Utc> = Utc.with_ymd_and_hms(2024, 2, 1, 0, 0, 0).unwrap();
     db.store
         .delete_bars(&BarFilter {
-            symbol: Some(Symbol::parse("SYM002").unwrap()),
-            start: Some(start),
+            symbol: Some(sym("SYM002")),
+            start: Some(cut),
             ..BarFilter::default()
         })
         .await
         .unwrap();
     s.pass(false).await.unwrap();
-    let latest = reader
-        .latest(&Symbol::parse("SYM002").unwrap(), "1m".parse().unwrap())
+    // Two more publications retire the version the stream started on.
+    for day in 1..=2 {
+        db.store
+            .delete_bars(&BarFilter {
+                symbol: Some(sym("SYM001")),
+                start: Some(Utc.with_ymd_and_hms(2024, 1, day + 1, 0, 0, 0).unwrap()),
+                end: Some(Utc.with_ymd_and_hms(2024, 1, day + 1, 23, 59, 0).unwrap()),
+                ..BarFilter::default()
+            })
+            .await
+            .unwrap();
+        s.pass(false).await.unwrap();
+    }
+    while let Some(batch) = open.next().await {
+        quiver::read::decode_bars(&batch.unwrap(), &mut kept).unwrap();
+    }
+    assert_eq!(kept, before, "the open stream kept its version");
+
+    // The next query sees the newest version, with no new reader.
+    let latest = reader.latest(&sym("SYM002"), tf("1m")).await.unwrap();
+    let now = series(&db, "SYM002", "1m").await;
+    assert_eq!(latest.to_bars().unwrap(), vec![now.last().unwrap().clone()]);
+    assert!(now.last().unwrap().ts < cut);
+    let sql = reader
+        .context()
+        .sql("SELECT count(*) FROM market_data WHERE symbol = 'SYM002'")
+        .await
+        .unwrap()
+        .collect()
         .await
         .unwrap();
-    assert_eq!(latest.to_bars().unwrap(), vec![all[first - 1].clone()]);
+    let n = sql[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<quiver::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n as usize, now.len());
+    // Unchanged partitions stayed open across the publications (same inode).
+    assert!(reader.stats().files.hits > 0, "{:?}", reader.stats());
 }
 
-async fn bars_command_prints_exact_csv(db: TestDb) {
-    db.plain_sql(&format!(
-        "INSERT INTO market_data VALUES ('BTC/USDT', '1m', {}, '0.00002853', '712345.12', '0.00002853', '1.5', '0.12345678');",
-        match db.kind {
-            crate::harness::Kind::Sqlite => "1717425000000000".to_string(),
-            crate::harness::Kind::Postgres => "'2024-06-03T14:30:00Z'".to_string(),
+/// Sums a metric over a plan tree, and collects the files its scans touched.
+fn metrics(plan: &dyn ExecutionPlan, out: &mut (BTreeSet<String>, usize, usize, usize)) {
+    use quiver::datafusion::physical_plan::metrics::MetricValue;
+    if let Some(set) = plan.metrics() {
+        for m in set.iter() {
+            for l in m.labels() {
+                if l.name() == "filename" {
+                    out.0.insert(l.value().to_string());
+                }
+            }
+            if let MetricValue::PruningMetrics {
+                name,
+                pruning_metrics,
+            } = m.value()
+            {
+                match name.as_ref() {
+                    "row_groups_pruned_statistics" => out.1 += pruning_metrics.matched(),
+                    "page_index_pages_pruned" => {
+                        out.2 += pruning_metrics.pruned();
+                        out.3 += pruning_metrics.matched();
+                    }
+                    _ => {}
+                }
+            }
         }
+    }
+    for child in plan.children() {
+        metrics(child.as_ref(), out);
+    }
+}
+
+async fn a_one_week_read_opens_only_the_files_and_row_groups_it_needs(db: TestDb) {
+    // 5 symbols x 45 trading days of 1m bars: 15 month files of 7-9k rows.
+    db.store
+        .insert_bars(&generated(5, 45, "1m", 9), OnConflict::Error)
+        .await
+        .unwrap();
+    syncer(&db).pass(false).await.unwrap();
+    let reader = reader(&db);
+    let sql = "SELECT * FROM market_data WHERE symbol = 'SYM004' AND timeframe = '1m' \
+               AND ts >= TIMESTAMP '2024-01-08T00:00:00Z' AND ts < TIMESTAMP '2024-01-13T00:00:00Z'";
+    let df = reader.context().sql(sql).await.unwrap();
+    let plan = df.create_physical_plan().await.unwrap();
+    let batches = collect(plan.clone(), reader.context().task_ctx())
+        .await
+        .unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 5 * 390, "one week of one symbol");
+
+    let mut seen = (BTreeSet::new(), 0, 0, 0);
+    metrics(plan.as_ref(), &mut seen);
+    let (files, row_groups, pages_pruned, pages_read) = seen;
+    assert_eq!(
+        files.len(),
+        1,
+        "only SYM004's January file is opened, not the other 14: {files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .all(|f| f.contains("sym=SYM004/period=2024-01"))
+    );
+    assert_eq!(row_groups, 1, "its one row group");
+    assert!(
+        pages_pruned > 0 && pages_read < pages_pruned + pages_read,
+        "the page index skips the other weeks: {pages_pruned} pages pruned, {pages_read} read"
+    );
+
+    // The same through the bars API: statistics and declared order let DataFusion answer
+    // without sorting, and min/max come straight from the files' statistics.
+    let explain = reader
+        .context()
+        .sql(&format!("EXPLAIN {sql} ORDER BY ts"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = quiver::arrow::util::pretty::pretty_format_batches(&explain)
+        .unwrap()
+        .to_string();
+    assert!(
+        !text.contains("SortExec"),
+        "the declared order spares a sort:\n{text}"
+    );
+}
+
+fn quiver_cmd(db: &TestDb, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(args)
+        .current_dir(db.dir.path())
+        .env_remove("QUIVER_DATABASE_SCHEMA")
+        .env_remove("QUIVER_LOG")
+        .envs(db.env())
+        .output()
+        .unwrap()
+}
+
+async fn bars_and_latest_commands_print_every_format(db: TestDb) {
+    let at = |s: &str| match db.kind {
+        Kind::Sqlite => DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_micros()
+            .to_string(),
+        Kind::Postgres => format!("'{s}'"),
+    };
+    db.plain_sql(&format!(
+        "INSERT INTO market_data VALUES \
+         ('BTC/USDT', '1m', {}, '0.00002853', '712345.12', '0.00002853', '1.5', '0.12345678'), \
+         ('BTC/USDT', '1m', {}, '2', '3', '1', '2.5', '10');",
+        at("2024-06-03T14:30:00Z"),
+        at("2024-06-03T14:31:00Z")
     ))
     .await;
     syncer(&db).pass(false).await.unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(["bars", "btc/usdt", "--timeframe", "1m", "--format", "csv"])
-        .current_dir(db.dir.path())
-        .env_remove("QUIVER_DATABASE_SCHEMA")
-        .envs(db.env())
-        .output()
-        .unwrap();
+
+    let out = quiver_cmd(
+        &db,
+        &["bars", "btc/usdt", "--timeframe", "1m", "--format", "csv"],
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -136,6 +460,91 @@ async fn bars_command_prints_exact_csv(db: TestDb) {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "symbol,timeframe,ts,open,high,low,close,volume\n\
-         BTC/USDT,1m,2024-06-03T14:30:00Z,0.00002853,712345.12,0.00002853,1.5,0.12345678\n"
+         BTC/USDT,1m,2024-06-03T14:30:00Z,0.00002853,712345.12,0.00002853,1.5,0.12345678\n\
+         BTC/USDT,1m,2024-06-03T14:31:00Z,2,3,1,2.5,10\n"
+    );
+    let out = quiver_cmd(
+        &db,
+        &[
+            "bars",
+            "BTC/USDT",
+            "--timeframe",
+            "1m",
+            "--start",
+            "2024-06-03T14:31:00Z",
+            "--warmup",
+            "1",
+            "--format",
+            "json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["open"], "0.00002853");
+    assert_eq!(json[1]["ts"], "2024-06-03T14:31:00Z");
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    let out = quiver_cmd(&db, &["latest", "BTC/USDT", "--timeframe", "1m"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(
+            "| BTC/USDT | 1m        | 2024-06-03T14:31:00Z | 2    | 3    | 1   | 2.5   | 10     |"
+        ),
+        "{table}"
+    );
+
+    // Errors: one line, exit 2.
+    let out = quiver_cmd(&db, &["bars", "BTC/USDT", "--timeframe", "1h"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "quiver: no 1h bars of BTC/USDT in the cache; it holds BTC/USDT in 1m\n"
+    );
+    let out = quiver_cmd(
+        &db,
+        &[
+            "bars",
+            "BTC/USDT",
+            "--timeframe",
+            "1m",
+            "--start",
+            "2024-06-04",
+            "--end",
+            "2024-06-03",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is after end"));
+
+    // Reads need only the cache: an unreachable database does not matter.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["bars", "BTC/USDT", "--timeframe", "1m", "--format", "csv"])
+        .current_dir(db.dir.path())
+        .env("QUIVER_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("QUIVER_CACHE_DIR", &db.config.cache.dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A read slower than read.slow_query is logged with its time.
+    let config = db.file("slow.toml", "[read]\nslow_query = \"0s\"\n");
+    let out = quiver_cmd(
+        &db,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "bars",
+            "BTC/USDT",
+            "--timeframe",
+            "1m",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("slow bars query") && stderr.contains("elapsed_ms="),
+        "{stderr}"
     );
 }

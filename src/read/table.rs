@@ -1,0 +1,527 @@
+//! `market_data` as a DataFusion table over the published version of the cache.
+//!
+//! Each scan takes the version published at that moment (see [`super::snapshot`]) and hands
+//! DataFusion only the partition files that can hold matching rows: equality and `IN` filters
+//! on `symbol` and `timeframe` select series exactly (every file holds one series, so those
+//! filters are answered by the file choice alone), and `ts` bounds drop files by the manifest's
+//! time range. Inside the chosen files DataFusion prunes row groups and pages by statistics
+//! and the page index. Files carry exact statistics (rows, `ts` range, the series) and the
+//! scan declares its order, `(symbol, timeframe, ts)`, so sorts on it are elided and
+//! `min`/`max`/`count(*)` can be answered from statistics.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, Statistics};
+use datafusion::config::TableParquetOptions;
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::{
+    Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType, expr::InList,
+};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::scalar::ScalarValue;
+
+use super::files::{FileCache, OpenFile, OpenFileReaderFactory};
+use super::snapshot::{Snapshot, Snapshots};
+use crate::cache::{PartitionEntry, schema};
+use crate::error::{Error, Result};
+
+/// The cache's `market_data` table.
+#[derive(Debug)]
+pub struct CacheTable {
+    snapshots: Arc<Snapshots>,
+    files: Arc<FileCache>,
+}
+
+impl CacheTable {
+    /// The table over the versions `snapshots` follows, reading through `files`.
+    pub fn new(snapshots: Arc<Snapshots>, files: Arc<FileCache>) -> CacheTable {
+        CacheTable { snapshots, files }
+    }
+}
+
+/// What a scan reads: the files, how they are pruned inside, and what it returns.
+pub(crate) struct ScanSpec<'a> {
+    pub projection: Option<Vec<usize>>,
+    pub predicate: Option<Arc<dyn PhysicalExpr>>,
+    pub limit: Option<usize>,
+    /// Number of file groups (parallel partitions) at most.
+    pub partitions: usize,
+    pub parquet: &'a TableParquetOptions,
+}
+
+/// The declared orders of every file group: `(symbol, timeframe, ts)`, and `ts` alone when
+/// the scan reads one series (the filters that chose it are not in the plan to tell).
+fn output_orderings(one_series: bool) -> Result<Vec<LexOrdering>> {
+    let mut out = vec![ordering(&["symbol", "timeframe", "ts"])?];
+    if one_series {
+        out.push(ordering(&["ts"])?);
+    }
+    Ok(out)
+}
+
+fn ordering(columns: &[&str]) -> Result<LexOrdering> {
+    let schema = schema();
+    let exprs = columns
+        .iter()
+        .map(|name| {
+            Ok(PhysicalSortExpr::new(
+                datafusion::physical_expr::expressions::col(name, &schema)?,
+                SortOptions {
+                    descending: false,
+                    nulls_first: false,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    LexOrdering::new(exprs).ok_or_else(|| Error::invalid("an ordering has columns"))
+}
+
+fn file_statistics(entry: &PartitionEntry) -> Statistics {
+    let exact = |v: ScalarValue| Precision::Exact(v);
+    let mut columns = vec![ColumnStatistics::new_unknown(); schema().fields().len()];
+    for (i, value) in [
+        (0, ScalarValue::Utf8(Some(entry.key.symbol.clone()))),
+        (1, ScalarValue::Utf8(Some(entry.key.timeframe.clone()))),
+    ] {
+        columns[i].min_value = exact(value.clone());
+        columns[i].max_value = exact(value);
+        columns[i].distinct_count = Precision::Exact(1);
+    }
+    let ts = |v| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
+    columns[2].min_value = exact(ts(entry.min_ts));
+    columns[2].max_value = exact(ts(entry.max_ts));
+    for c in &mut columns {
+        c.null_count = Precision::Exact(0);
+    }
+    Statistics {
+        num_rows: Precision::Exact(entry.rows as usize),
+        total_byte_size: Precision::Inexact(entry.bytes as usize),
+        column_statistics: columns,
+    }
+}
+
+/// A DataFusion Parquet scan over `entries` of `snapshot`, in `(symbol, timeframe, ts)` order
+/// within each of at most `spec.partitions` file groups. The files are opened (mapped) here,
+/// so the scan keeps reading them even if their version is deleted meanwhile.
+pub(crate) fn scan_files(
+    snapshot: &Snapshot,
+    entries: &[&PartitionEntry],
+    files: &FileCache,
+    spec: ScanSpec<'_>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let table_schema = schema();
+    if entries.is_empty() {
+        let projected = match &spec.projection {
+            Some(p) => Arc::new(table_schema.project(p)?),
+            None => table_schema,
+        };
+        return Ok(Arc::new(EmptyExec::new(projected)));
+    }
+    let mut sorted: Vec<&PartitionEntry> = entries.to_vec();
+    sorted.sort_by(|a, b| {
+        (&a.key.symbol, &a.key.timeframe, a.min_ts).cmp(&(
+            &b.key.symbol,
+            &b.key.timeframe,
+            b.min_ts,
+        ))
+    });
+    let mut planned = Vec::with_capacity(sorted.len());
+    let mut total = Statistics::new_unknown(&table_schema);
+    total.num_rows = Precision::Exact(0);
+    for entry in &sorted {
+        let path = snapshot.path(entry);
+        let open: Arc<OpenFile> = files.open(&path)?;
+        let stats = file_statistics(entry);
+        total.num_rows = total.num_rows.add(&stats.num_rows);
+        planned.push(
+            PartitionedFile::new(path.to_string_lossy(), open.len())
+                .with_statistics(Arc::new(stats))
+                .with_arrow_schema(table_schema.clone())
+                .with_extension(open),
+        );
+    }
+    let one_series = sorted.iter().all(|e| {
+        e.key.symbol == sorted[0].key.symbol && e.key.timeframe == sorted[0].key.timeframe
+    });
+    // Contiguous groups of about equal rows keep each group in the declared order.
+    let groups = spec.partitions.clamp(1, planned.len());
+    let rows: u64 = sorted.iter().map(|e| e.rows).sum();
+    let per_group = rows.div_ceil(groups as u64).max(1);
+    let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new()];
+    let mut in_group = 0u64;
+    for (file, entry) in planned.into_iter().zip(&sorted) {
+        if in_group >= per_group && file_groups.len() < groups {
+            file_groups.push(Vec::new());
+            in_group = 0;
+        }
+        in_group += entry.rows;
+        if let Some(g) = file_groups.last_mut() {
+            g.push(file);
+        }
+    }
+    let mut source = ParquetSource::new(table_schema.clone())
+        .with_table_parquet_options(spec.parquet.clone())
+        .with_parquet_file_reader_factory(Arc::new(OpenFileReaderFactory));
+    if let Some(predicate) = spec.predicate {
+        source = source.with_predicate(predicate);
+    }
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
+        .with_statistics(total)
+        .with_projection_indices(spec.projection)?
+        .with_limit(spec.limit)
+        .with_output_ordering(output_orderings(one_series)?)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// What filters say about the rows that can match: sets of symbols and timeframes (`None`:
+/// any) and an inclusive `ts` range in microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub symbols: Option<BTreeSet<String>>,
+    pub timeframes: Option<BTreeSet<String>>,
+    pub min_ts: Option<i64>,
+    pub max_ts: Option<i64>,
+}
+
+impl Bounds {
+    /// Rows must satisfy both.
+    fn and(self, other: Bounds) -> Bounds {
+        let both = |a: Option<BTreeSet<String>>, b: Option<BTreeSet<String>>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
+            (a, None) => a,
+            (None, b) => b,
+        };
+        Bounds {
+            symbols: both(self.symbols, other.symbols),
+            timeframes: both(self.timeframes, other.timeframes),
+            min_ts: self.min_ts.max(other.min_ts),
+            max_ts: match (self.max_ts, other.max_ts) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+
+    /// Rows satisfy either.
+    fn or(self, other: Bounds) -> Bounds {
+        let either = |a: Option<BTreeSet<String>>, b: Option<BTreeSet<String>>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.union(&b).cloned().collect()),
+            _ => None,
+        };
+        Bounds {
+            symbols: either(self.symbols, other.symbols),
+            timeframes: either(self.timeframes, other.timeframes),
+            min_ts: match (self.min_ts, other.min_ts) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                _ => None,
+            },
+            max_ts: match (self.max_ts, other.max_ts) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether a partition can hold matching rows.
+    pub fn admits(&self, p: &PartitionEntry) -> bool {
+        self.symbols
+            .as_ref()
+            .is_none_or(|s| s.contains(&p.key.symbol))
+            && self
+                .timeframes
+                .as_ref()
+                .is_none_or(|s| s.contains(&p.key.timeframe))
+            && self.min_ts.is_none_or(|t| p.max_ts >= t)
+            && self.max_ts.is_none_or(|t| p.min_ts <= t)
+    }
+
+    /// The bounds implied by one filter (anything it does not constrain stays open).
+    pub fn of(expr: &Expr) -> Bounds {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+                Operator::And => Bounds::of(left).and(Bounds::of(right)),
+                Operator::Or => Bounds::of(left).or(Bounds::of(right)),
+                _ => comparison(left, *op, right).unwrap_or_default(),
+            },
+            Expr::InList(InList {
+                expr,
+                list,
+                negated: false,
+            }) => {
+                let Some(name) = column_name(expr) else {
+                    return Bounds::default();
+                };
+                let values: Option<BTreeSet<String>> = list.iter().map(text_literal).collect();
+                match (name, values) {
+                    ("symbol", Some(v)) => Bounds {
+                        symbols: Some(v),
+                        ..Bounds::default()
+                    },
+                    ("timeframe", Some(v)) => Bounds {
+                        timeframes: Some(v),
+                        ..Bounds::default()
+                    },
+                    _ => Bounds::default(),
+                }
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => comparison(expr, Operator::GtEq, low)
+                .unwrap_or_default()
+                .and(comparison(expr, Operator::LtEq, high).unwrap_or_default()),
+            _ => Bounds::default(),
+        }
+    }
+}
+
+fn column_name(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Column(c) => Some(c.name.as_str()),
+        _ => None,
+    }
+}
+
+fn text_literal(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A timestamp literal in microseconds, rounded outwards (down for a lower bound, up for an
+/// upper one) so that pruning never drops a matching row.
+fn micros_literal(expr: &Expr, lower: bool) -> Option<i64> {
+    let Expr::Literal(value, _) = expr else {
+        return None;
+    };
+    let (v, per_micro, micros_per) = match value {
+        ScalarValue::TimestampMicrosecond(Some(v), _) => (*v, 1, 1),
+        ScalarValue::TimestampNanosecond(Some(v), _) => (*v, 1000, 1),
+        ScalarValue::TimestampMillisecond(Some(v), _) => (*v, 1, 1000),
+        ScalarValue::TimestampSecond(Some(v), _) => (*v, 1, 1_000_000),
+        _ => return None,
+    };
+    let scaled = if per_micro > 1 {
+        if lower {
+            v.div_euclid(per_micro)
+        } else {
+            v.div_euclid(per_micro) + i64::from(v.rem_euclid(per_micro) != 0)
+        }
+    } else {
+        v.checked_mul(micros_per)?
+    };
+    Some(scaled)
+}
+
+/// `column op literal` (either way round) on symbol, timeframe or ts.
+fn comparison(left: &Expr, op: Operator, right: &Expr) -> Option<Bounds> {
+    let (name, op, value) = match (column_name(left), column_name(right)) {
+        (Some(name), None) => (name, op, right),
+        (None, Some(name)) => (name, op.swap()?, left),
+        _ => return None,
+    };
+    match (name, op) {
+        ("symbol", Operator::Eq) => Some(Bounds {
+            symbols: Some(BTreeSet::from([text_literal(value)?])),
+            ..Bounds::default()
+        }),
+        ("timeframe", Operator::Eq) => Some(Bounds {
+            timeframes: Some(BTreeSet::from([text_literal(value)?])),
+            ..Bounds::default()
+        }),
+        ("ts", Operator::Gt | Operator::GtEq) => Some(Bounds {
+            min_ts: Some(micros_literal(value, true)?),
+            ..Bounds::default()
+        }),
+        ("ts", Operator::Lt | Operator::LtEq) => Some(Bounds {
+            max_ts: Some(micros_literal(value, false)?),
+            ..Bounds::default()
+        }),
+        ("ts", Operator::Eq) => {
+            let (lo, hi) = (micros_literal(value, true)?, micros_literal(value, false)?);
+            Some(Bounds {
+                min_ts: Some(lo),
+                max_ts: Some(hi),
+                ..Bounds::default()
+            })
+        }
+        _ => None,
+    }
+}
+
+/// True when choosing files by `expr` already applies it to every row: a set of symbols or of
+/// timeframes (`=`, `IN`, `OR` of those on one column), since each file holds one series.
+fn answered_by_file_choice(expr: &Expr) -> bool {
+    fn one_column(expr: &Expr) -> Option<&str> {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => match (column_name(left), column_name(right)) {
+                (Some(c), None) if text_literal(right).is_some() => Some(c),
+                (None, Some(c)) if text_literal(left).is_some() => Some(c),
+                _ => None,
+            },
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Or,
+                right,
+            }) => match (one_column(left), one_column(right)) {
+                (Some(a), Some(b)) if a == b => Some(a),
+                _ => None,
+            },
+            Expr::InList(InList {
+                expr,
+                list,
+                negated: false,
+            }) if list.iter().all(|e| text_literal(e).is_some()) => column_name(expr),
+            _ => None,
+        }
+    }
+    matches!(one_column(expr), Some("symbol" | "timeframe"))
+}
+
+#[async_trait]
+impl TableProvider for CacheTable {
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if answered_by_file_choice(f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let bounds = filters
+            .iter()
+            .fold(Bounds::default(), |b, f| b.and(Bounds::of(f)));
+        // A version deleted between resolving it and opening its files (two publications
+        // during one planning) is retried on the newer one.
+        let mut attempt = 0;
+        loop {
+            let Some(snapshot) = self.snapshots.current()? else {
+                let projected = match projection {
+                    Some(p) => Arc::new(schema().project(p)?),
+                    None => schema(),
+                };
+                return Ok(Arc::new(EmptyExec::new(projected)));
+            };
+            let entries: Vec<&PartitionEntry> = snapshot
+                .manifest
+                .partitions
+                .iter()
+                .filter(|p| bounds.admits(p))
+                .collect();
+            let spec = ScanSpec {
+                projection: projection.cloned(),
+                predicate: None,
+                limit,
+                partitions: state.config().target_partitions(),
+                parquet: &state.table_options().parquet,
+            };
+            match scan_files(&snapshot, &entries, &self.files, spec) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>
+                {
+                    attempt += 1;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    fn ts(micros: i64) -> Expr {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(micros),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn filters_bound_series_and_time() {
+        let f = col("symbol")
+            .eq(lit("A"))
+            .and(col("ts").gt_eq(ts(10)))
+            .and(ts(20).gt(col("ts")));
+        let b = Bounds::of(&f);
+        assert_eq!(b.symbols, Some(BTreeSet::from(["A".to_string()])));
+        assert_eq!((b.min_ts, b.max_ts), (Some(10), Some(20)));
+        let either = Bounds::of(&col("symbol").eq(lit("A")).or(col("symbol").eq(lit("B"))));
+        assert_eq!(either.symbols.map(|s| s.len()), Some(2));
+        let loose = Bounds::of(
+            &col("symbol")
+                .eq(lit("A"))
+                .or(col("timeframe").eq(lit("1m"))),
+        );
+        assert_eq!(loose, Bounds::default());
+        let nanos = lit(ScalarValue::TimestampNanosecond(Some(1_500), None));
+        assert_eq!(Bounds::of(&col("ts").lt_eq(nanos.clone())).max_ts, Some(2));
+        assert_eq!(Bounds::of(&col("ts").gt_eq(nanos)).min_ts, Some(1));
+    }
+
+    #[test]
+    fn only_series_sets_are_exact() {
+        assert!(answered_by_file_choice(&col("symbol").eq(lit("A"))));
+        assert!(answered_by_file_choice(
+            &col("timeframe").in_list(vec![lit("1m"), lit("1d")], false)
+        ));
+        assert!(!answered_by_file_choice(&col("ts").gt(ts(1))));
+        assert!(!answered_by_file_choice(&col("symbol").not_eq(lit("A"))));
+        assert!(!answered_by_file_choice(
+            &col("symbol")
+                .eq(lit("A"))
+                .or(col("timeframe").eq(lit("1m")))
+        ));
+    }
+}
