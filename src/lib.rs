@@ -13,7 +13,8 @@
 //! - [`import`]: Yahoo, backtrader, Binance and CSV files, all-or-nothing.
 //! - [`generate`]: deterministic synthetic bars for benchmarks and tests.
 //! - [`cache`]: the Parquet cache on disk: layout, manifest, atomic publication.
-//! - [`read`]: range reads with exact warmup and the latest bar, through DataFusion.
+//! - [`read`]: range reads with exact warmup, streams, merged series and the latest bar, and
+//!   `market_data` as a DataFusion table; [`functions`]: SQL functions for bar work.
 //! - [`sync`]: one sync pass, `status` and `verify`; [`daemon`]: `sync --watch`.
 //!
 //! ```no_run
@@ -39,6 +40,7 @@ pub mod daemon;
 pub mod db;
 pub mod error;
 mod failpoint;
+pub mod functions;
 pub mod generate;
 pub mod import;
 pub mod model;

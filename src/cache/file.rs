@@ -1,5 +1,5 @@
 //! One partition as a Parquet file: the eight columns of DESIGN.md §1, sorted by `ts`,
-//! `Decimal128(28, 8)` prices, zstd, page-level statistics and the page index.
+//! `Decimal128(28, 8)` prices, LZ4, page-level statistics and the page index.
 
 use std::fs::File;
 use std::path::Path;
@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 
@@ -97,9 +97,13 @@ impl PartitionData {
 }
 
 fn writer_properties() -> WriterProperties {
-    let level = ZstdLevel::try_new(1).unwrap_or_default();
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
+        // LZ4: decompresses several times faster than zstd, and parquet-rs builds a zstd
+        // context per column chunk it reads, which cost 0.3 ms of a 1,200-bar read (W1
+        // 1.09 ms with zstd, 0.69 ms with LZ4; files 118 MB and 156 MB for 4.9M bars).
+        // Dictionaries stay on: prices repeat within a month, and decoding 12-byte decimals
+        // through a dictionary made W2 and W3 20-30% faster than plain pages.
+        .set_compression(Compression::LZ4_RAW)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS)

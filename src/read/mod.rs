@@ -79,7 +79,7 @@ const PARALLEL_ROWS: u64 = 32_768;
 
 /// A range read: bars of one series from `start` to `end` (inclusive), after `warmup` bars
 /// immediately before the first bar of the range.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BarsRequest {
     /// Instrument.
     pub symbol: Symbol,
@@ -362,10 +362,13 @@ impl Reader {
         let snapshots = Arc::new(Snapshots::new(cache));
         let files = Arc::new(FileCache::new(options.open_files, options.io));
         let mut config = SessionConfig::new().with_information_schema(true);
+        // quiver writes no bloom filters: looking for them cost 25 µs per file and query.
+        config.options_mut().execution.parquet.bloom_filter_on_read = false;
         if options.target_partitions > 0 {
             config = config.with_target_partitions(options.target_partitions);
         }
         let ctx = SessionContext::new_with_config(config);
+        crate::functions::register(&ctx);
         ctx.register_table(
             TABLE,
             Arc::new(CacheTable::new(snapshots.clone(), files.clone())),
@@ -426,18 +429,24 @@ impl Reader {
     /// cache holds no such series, [`Error::EmptyRange`] when the range holds no bar,
     /// [`Error::EmptyCache`] before the first sync.
     pub async fn bars(&self, request: &BarsRequest) -> Result<Bars> {
-        self.stream(request).await?.collect_bars().await
+        self.open_stream(request, true).await?.collect_bars().await
     }
 
     /// [`Reader::bars`] as a stream of record batches that never holds the range in memory:
     /// the warmup bars (at most `warmup` rows are buffered), then the range as it is decoded.
     pub async fn stream(&self, request: &BarsRequest) -> Result<BarStream> {
+        self.open_stream(request, false).await
+    }
+
+    /// A series read; `whole` when the caller collects everything anyway, so every partition
+    /// may decode ahead instead of waiting for the one before it to be consumed.
+    async fn open_stream(&self, request: &BarsRequest, whole: bool) -> Result<BarStream> {
         let started = Instant::now();
         request.check()?;
         let snapshot = self.published()?;
         let scan = self.plan_series(&snapshot, request, true)?;
         let start = request.start.map(|t| t.timestamp_micros());
-        let stream = self.run_series(scan, true)?;
+        let stream = self.run_series(scan, true, whole)?;
         Ok(BarStream::new(stream, start, self.clone(), started))
     }
 
@@ -465,7 +474,7 @@ impl Reader {
         let wanted: usize = scans.iter().map(|s| s.limit).fold(0, usize::saturating_add);
         let range_of = (first.clone(), scans[0].first_last);
         for scan in scans {
-            streams.push(self.run_series(scan, false)?);
+            streams.push(self.run_series(scan, false, false)?);
         }
         let start = requests
             .iter()
@@ -643,6 +652,7 @@ impl Reader {
         &self,
         scan: SeriesScan,
         require_range: bool,
+        whole: bool,
     ) -> Result<SendableRecordBatchStream> {
         let task = self.inner.ctx.task_ctx();
         let partitions = scan.plan.properties().partitioning.partition_count();
@@ -650,11 +660,13 @@ impl Reader {
             scan.plan.execute(0, task)?.boxed()
         } else {
             // Each partition is a contiguous run of the series: decode all at once, deliver
-            // one after the other through small channels.
+            // one after the other. A stream buffers two batches per partition (bounded
+            // memory); a collected read lets every partition run to its end meanwhile.
+            let capacity = if whole { 1 << 16 } else { 2 };
             let mut receivers = Vec::with_capacity(partitions);
             for i in 0..partitions {
                 let mut stream = scan.plan.execute(i, task.clone())?;
-                let (tx, rx) = tokio::sync::mpsc::channel(2);
+                let (tx, rx) = tokio::sync::mpsc::channel(capacity);
                 tokio::spawn(async move {
                     while let Some(batch) = stream.next().await {
                         if tx.send(batch).await.is_err() {

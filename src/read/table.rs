@@ -4,10 +4,10 @@
 //! DataFusion only the partition files that can hold matching rows: equality and `IN` filters
 //! on `symbol` and `timeframe` select series exactly (every file holds one series, so those
 //! filters are answered by the file choice alone), and `ts` bounds drop files by the manifest's
-//! time range. Inside the chosen files DataFusion prunes row groups and pages by statistics
-//! and the page index. Files carry exact statistics (rows, `ts` range, the series) and the
-//! scan declares its order, `(symbol, timeframe, ts)`, so sorts on it are elided and
-//! `min`/`max`/`count(*)` can be answered from statistics.
+//! time range, so `ts` filters are applied only to files that straddle them. Inside those
+//! files DataFusion prunes row groups and pages by statistics and the page index. Files carry
+//! exact statistics (rows, `ts` range, the series), so `count(*)` and `min`/`max` of `ts` come
+//! from them; a scan of one series declares its `ts` order, so sorts on it are elided.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{ColumnStatistics, Statistics};
 use datafusion::config::TableParquetOptions;
 use datafusion::datasource::TableProvider;
@@ -27,9 +28,12 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType, expr::InList,
 };
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::scalar::ScalarValue;
 
 use super::files::{FileCache, OpenFile, OpenFileReaderFactory};
@@ -61,14 +65,20 @@ pub(crate) struct ScanSpec<'a> {
     pub parquet: &'a TableParquetOptions,
 }
 
-/// The declared orders of every file group: `(symbol, timeframe, ts)`, and `ts` alone when
-/// the scan reads one series (the filters that chose it are not in the plan to tell).
+/// The orders a scan declares: `(symbol, timeframe, ts)` and `ts` when it reads one series,
+/// none otherwise. Files and groups are in `(symbol, timeframe, ts)` order either way, but a
+/// declared order over many series makes DataFusion aggregate in sorted mode behind an
+/// order-preserving repartition, which drains one group before the next: measured on W3
+/// (daily VWAP of 50 symbols), 0.62 s on one core instead of 0.30 s on two.
 fn output_orderings(one_series: bool) -> Result<Vec<LexOrdering>> {
-    let mut out = vec![ordering(&["symbol", "timeframe", "ts"])?];
     if one_series {
-        out.push(ordering(&["ts"])?);
+        Ok(vec![
+            ordering(&["symbol", "timeframe", "ts"])?,
+            ordering(&["ts"])?,
+        ])
+    } else {
+        Ok(Vec::new())
     }
-    Ok(out)
 }
 
 fn ordering(columns: &[&str]) -> Result<LexOrdering> {
@@ -152,25 +162,52 @@ pub(crate) fn scan_files(
                 .with_extension(open),
         );
     }
-    let one_series = sorted.iter().all(|e| {
-        e.key.symbol == sorted[0].key.symbol && e.key.timeframe == sorted[0].key.timeframe
-    });
-    // Contiguous groups of about equal rows keep each group in the declared order.
+    let one_symbol = sorted.iter().all(|e| e.key.symbol == sorted[0].key.symbol);
+    let one_timeframe = sorted
+        .iter()
+        .all(|e| e.key.timeframe == sorted[0].key.timeframe);
     let groups = spec.partitions.clamp(1, planned.len());
-    let rows: u64 = sorted.iter().map(|e| e.rows).sum();
-    let per_group = rows.div_ceil(groups as u64).max(1);
-    let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new()];
-    let mut in_group = 0u64;
-    for (file, entry) in planned.into_iter().zip(&sorted) {
-        if in_group >= per_group && file_groups.len() < groups {
-            file_groups.push(Vec::new());
-            in_group = 0;
+    let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
+    if one_symbol && one_timeframe {
+        // One series: contiguous runs of about equal rows, so each group is in `ts` order
+        // and the groups follow one another in time.
+        let rows: u64 = sorted.iter().map(|e| e.rows).sum();
+        let per_group = rows.div_ceil(groups as u64).max(1);
+        let (mut group, mut in_group) = (0, 0u64);
+        for (file, entry) in planned.into_iter().zip(&sorted) {
+            if in_group >= per_group && group + 1 < groups {
+                group += 1;
+                in_group = 0;
+            }
+            in_group += entry.rows;
+            file_groups[group].push(file);
         }
-        in_group += entry.rows;
-        if let Some(g) = file_groups.last_mut() {
-            g.push(file);
+    } else {
+        // Many series: whole series dealt to the least loaded group, in series order. Each
+        // group stays in `(symbol, timeframe, ts)` order, and the groups advance through the
+        // series side by side, so an order-preserving merge above them keeps every core busy
+        // (contiguous halves would make it drain one group before starting the next).
+        let mut load = vec![0u64; groups];
+        let mut current: Option<(usize, &str, &str)> = None;
+        for (file, entry) in planned.into_iter().zip(&sorted) {
+            let group = match current {
+                Some((g, symbol, timeframe))
+                    if symbol == entry.key.symbol && timeframe == entry.key.timeframe =>
+                {
+                    g
+                }
+                _ => load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, rows)| **rows)
+                    .map_or(0, |(g, _)| g),
+            };
+            current = Some((group, &entry.key.symbol, &entry.key.timeframe));
+            load[group] += entry.rows;
+            file_groups[group].push(file);
         }
     }
+    file_groups.retain(|g| !g.is_empty());
     let mut source = ParquetSource::new(table_schema.clone())
         .with_table_parquet_options(spec.parquet.clone())
         .with_parquet_file_reader_factory(Arc::new(OpenFileReaderFactory));
@@ -182,7 +219,7 @@ pub(crate) fn scan_files(
         .with_statistics(total)
         .with_projection_indices(spec.projection)?
         .with_limit(spec.limit)
-        .with_output_ordering(output_orderings(one_series)?)
+        .with_output_ordering(output_orderings(one_symbol && one_timeframe)?)
         .build();
     Ok(DataSourceExec::from_data_source(config))
 }
@@ -199,7 +236,7 @@ pub(crate) struct Bounds {
 
 impl Bounds {
     /// Rows must satisfy both.
-    fn and(self, other: Bounds) -> Bounds {
+    pub fn and(self, other: Bounds) -> Bounds {
         let both = |a: Option<BTreeSet<String>>, b: Option<BTreeSet<String>>| match (a, b) {
             (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
             (a, None) => a,
@@ -371,6 +408,60 @@ fn comparison(left: &Expr, op: Operator, right: &Expr) -> Option<Bounds> {
     }
 }
 
+/// A timestamp literal in nanoseconds, exactly.
+fn nanos_literal(expr: &Expr) -> Option<i128> {
+    let Expr::Literal(value, _) = expr else {
+        return None;
+    };
+    let (v, scale): (i64, i128) = match value {
+        ScalarValue::TimestampSecond(Some(v), _) => (*v, 1_000_000_000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => (*v, 1_000_000),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => (*v, 1_000),
+        ScalarValue::TimestampNanosecond(Some(v), _) => (*v, 1),
+        _ => return None,
+    };
+    Some(i128::from(v) * scale)
+}
+
+/// Evaluates a filter made only of comparisons of `ts` with timestamp literals (`AND`ed, or a
+/// `BETWEEN`) at one instant; `None` for any other filter. Such a filter holds on a convex
+/// set of instants, so it holds for every row of a file when it holds at the file's first
+/// and last `ts`.
+fn ts_filter_holds(expr: &Expr, micros: i64) -> Option<bool> {
+    let t = i128::from(micros) * 1_000;
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => Some(ts_filter_holds(left, micros)? && ts_filter_holds(right, micros)?),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (op, value) = match (column_name(left), column_name(right)) {
+                (Some("ts"), None) => (*op, nanos_literal(right)?),
+                (None, Some("ts")) => (op.swap()?, nanos_literal(left)?),
+                _ => return None,
+            };
+            match op {
+                Operator::Eq => Some(t == value),
+                Operator::Lt => Some(t < value),
+                Operator::LtEq => Some(t <= value),
+                Operator::Gt => Some(t > value),
+                Operator::GtEq => Some(t >= value),
+                _ => None,
+            }
+        }
+        Expr::Between(Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        }) if column_name(expr) == Some("ts") => {
+            Some(nanos_literal(low)? <= t && t <= nanos_literal(high)?)
+        }
+        _ => None,
+    }
+}
+
 /// True when choosing files by `expr` already applies it to every row: a set of symbols or of
 /// timeframes (`=`, `IN`, `OR` of those on one column), since each file holds one series.
 fn answered_by_file_choice(expr: &Expr) -> bool {
@@ -421,7 +512,9 @@ impl TableProvider for CacheTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if answered_by_file_choice(f) {
+                // Series sets are answered by the file choice; `ts` bounds by the file choice
+                // where files lie inside them, and by a filter in the scan elsewhere.
+                if answered_by_file_choice(f) || ts_filter_holds(f, 0).is_some() {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Inexact
@@ -457,14 +550,49 @@ impl TableProvider for CacheTable {
                 .iter()
                 .filter(|p| bounds.admits(p))
                 .collect();
+            // The `ts` filters are exact: files inside them need no filtering; if any file
+            // straddles one, the scan filters rows (and prunes pages) by them.
+            let time_filters: Vec<&Expr> = filters
+                .iter()
+                .filter(|f| ts_filter_holds(f, 0).is_some())
+                .collect();
+            let straddles = entries.iter().any(|p| {
+                time_filters.iter().any(|f| {
+                    ts_filter_holds(f, p.min_ts) != Some(true)
+                        || ts_filter_holds(f, p.max_ts) != Some(true)
+                })
+            });
+            let predicate = if straddles {
+                let conjunction = time_filters
+                    .iter()
+                    .map(|f| (*f).clone())
+                    .reduce(Expr::and)
+                    .ok_or_else(|| Error::invalid("a straddled filter exists"))?;
+                let df_schema = datafusion::common::DFSchema::try_from(schema())?;
+                Some(state.create_physical_expr(conjunction, &df_schema)?)
+            } else {
+                None
+            };
+            // The filter needs `ts` even when the query does not select it.
+            let ts_index = 2;
+            let scan_projection = match (projection, &predicate) {
+                (Some(p), Some(_)) if !p.contains(&ts_index) => {
+                    let mut with_ts = p.clone();
+                    with_ts.push(ts_index);
+                    Some(with_ts)
+                }
+                (p, _) => p.cloned(),
+            };
             let spec = ScanSpec {
-                projection: projection.cloned(),
-                predicate: None,
-                limit,
+                projection: scan_projection.clone(),
+                predicate: predicate.clone(),
+                limit: if predicate.is_some() { None } else { limit },
                 partitions: state.config().target_partitions(),
                 parquet: &state.table_options().parquet,
             };
-            match scan_files(&snapshot, &entries, &self.files, spec) {
+            let scanned = scan_files(&snapshot, &entries, &self.files, spec)
+                .and_then(|plan| filtered(plan, predicate, scan_projection.as_deref(), projection));
+            match scanned {
                 Err(Error::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>
                 {
@@ -473,6 +601,52 @@ impl TableProvider for CacheTable {
                 other => return Ok(other?),
             }
         }
+    }
+}
+
+/// `plan` filtered by `predicate` (over the full schema), then cut back to `projection` when
+/// the scan had to read `ts` for the filter only.
+fn filtered(
+    plan: Arc<dyn ExecutionPlan>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    scanned: Option<&[usize]>,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(predicate) = predicate else {
+        return Ok(plan);
+    };
+    // The predicate refers to the full schema; map it onto the scanned columns.
+    let table = schema();
+    let scanned: Vec<usize> =
+        scanned.map_or_else(|| (0..table.fields().len()).collect(), <[usize]>::to_vec);
+    let out_schema = plan.schema();
+    let predicate = predicate
+        .transform(|e| {
+            if let Some(c) = e.downcast_ref::<Column>()
+                && let Some(at) = scanned.iter().position(|&i| i == c.index())
+            {
+                return Ok(Transformed::yes(
+                    Arc::new(Column::new(c.name(), at)) as Arc<dyn PhysicalExpr>
+                ));
+            }
+            Ok(Transformed::no(e))
+        })?
+        .data;
+    let filter: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(predicate, plan)?);
+    match projection {
+        Some(p) if p.len() < scanned.len() => {
+            let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = (0..p.len())
+                .map(|i| {
+                    let name = out_schema.field(i).name().clone();
+                    (
+                        Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                        name,
+                    )
+                })
+                .collect();
+            Ok(Arc::new(ProjectionExec::try_new(exprs, filter)?))
+        }
+        _ => Ok(filter),
     }
 }
 
@@ -508,6 +682,29 @@ mod tests {
         let nanos = lit(ScalarValue::TimestampNanosecond(Some(1_500), None));
         assert_eq!(Bounds::of(&col("ts").lt_eq(nanos.clone())).max_ts, Some(2));
         assert_eq!(Bounds::of(&col("ts").gt_eq(nanos)).min_ts, Some(1));
+    }
+
+    #[test]
+    fn time_filters_are_evaluated_exactly() {
+        let gt = col("ts").gt(ts(10));
+        assert_eq!(ts_filter_holds(&gt, 10), Some(false));
+        assert_eq!(ts_filter_holds(&gt, 11), Some(true));
+        let nanos = lit(ScalarValue::TimestampNanosecond(Some(10_500), None));
+        assert_eq!(
+            ts_filter_holds(&col("ts").lt_eq(nanos.clone()), 10),
+            Some(true)
+        );
+        assert_eq!(
+            ts_filter_holds(&nanos.clone().gt(col("ts")), 11),
+            Some(false)
+        );
+        let between = col("ts").between(ts(5), ts(7));
+        assert_eq!(ts_filter_holds(&between, 7), Some(true));
+        assert_eq!(
+            ts_filter_holds(&between.and(col("ts").not_eq(ts(6))), 6),
+            None
+        );
+        assert_eq!(ts_filter_holds(&col("symbol").eq(lit("A")), 6), None);
     }
 
     #[test]

@@ -559,7 +559,7 @@ async fn partition_files_carry_the_promised_properties(db: TestDb) {
             assert_eq!(sorted, vec![0, 1, 2], "sorted by symbol, timeframe, ts");
             for c in rg.columns() {
                 assert!(
-                    matches!(c.compression(), Compression::ZSTD(_)),
+                    matches!(c.compression(), Compression::LZ4_RAW),
                     "{}",
                     c.column_path()
                 );
