@@ -17,9 +17,10 @@ use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, generate_into};
 use crate::import::{Format, ImportOptions, import_files};
 use crate::model::{Symbol, Timeframe, parse_time_arg};
-use crate::output::{self, BarsFormat};
+use crate::output::{self, BarsFormat, SqlFormat};
 use crate::quickstart;
 use crate::read::{BarsRequest, Reader};
+use crate::sql::{Flow, Shell, ShellOptions, repl};
 use crate::sync::{Syncer, status, verify};
 
 /// Keep an SQL `market_data` table mirrored as a partitioned Parquet cache.
@@ -82,6 +83,9 @@ pub enum Command {
     Verify,
     /// Print bars of one series from the cache, after an exact warmup.
     Bars(BarsArgs),
+    /// SQL over the cache (`market_data`) and the database (`live.market_data`): the
+    /// interactive shell, or the statements of -c, -f or stdin.
+    Sql(SqlArgs),
     /// Print the latest bar of one series from the cache.
     Latest {
         /// Instrument.
@@ -120,6 +124,49 @@ pub struct BarsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = BarsFormat::Table)]
     pub format: BarsFormat,
+}
+
+/// `quiver sql`
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Run these statements (or a meta-command such as \d); repeatable, in order with -f.
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    pub commands: Vec<String>,
+    /// Run the statements of FILE; repeatable, in order with -c.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+    pub format: SqlFormat,
+    /// Rows a table shows at most; the total is printed below (0: all).
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub maxrows: usize,
+    /// -c and -f in command-line order (filled by [`Cli::parse_ordered`]; when empty, every
+    /// -c runs before every -f).
+    #[arg(skip)]
+    pub order: Vec<Script>,
+}
+
+/// One -c or -f of `quiver sql`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Script {
+    /// Statements given with -c.
+    Command(String),
+    /// A file given with -f.
+    File(PathBuf),
+}
+
+impl SqlArgs {
+    /// The scripts to run, in command-line order when known.
+    pub fn scripts(&self) -> Vec<Script> {
+        if !self.order.is_empty() {
+            return self.order.clone();
+        }
+        let commands = self.commands.iter().cloned().map(Script::Command);
+        commands
+            .chain(self.files.iter().cloned().map(Script::File))
+            .collect()
+    }
 }
 
 /// Output of `quiver status`.
@@ -216,6 +263,26 @@ fn time_range(start: Option<&str>, end: Option<&str>) -> Result<(Bound, Bound)> 
 }
 
 impl Cli {
+    /// Parses the process's arguments, keeping the order of `quiver sql`'s -c and -f (clap's
+    /// derive gives each its own list); exits with usage on bad flags, as `Cli::parse` does.
+    pub fn parse_ordered() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let (Command::Sql(args), Some(("sql", m))) = (&mut cli.command, matches.subcommand()) {
+            let mut order: Vec<(usize, Script)> = Vec::new();
+            if let Some(indices) = m.indices_of("commands") {
+                order.extend(indices.zip(args.commands.iter().cloned().map(Script::Command)));
+            }
+            if let Some(indices) = m.indices_of("files") {
+                order.extend(indices.zip(args.files.iter().cloned().map(Script::File)));
+            }
+            order.sort_by_key(|(i, _)| *i);
+            args.order = order.into_iter().map(|(_, s)| s).collect();
+        }
+        cli
+    }
+
     /// The configuration: file, then environment, then this command line's flags.
     pub fn config(&self) -> Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;
@@ -234,7 +301,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
     let config = cli.config()?;
     // Reads of the cache never touch the database: they work where only the cache is.
     let store = match cli.command {
-        Command::Bars(_) | Command::Latest { .. } => None,
+        // The shell connects when a query first reads live.market_data.
+        Command::Bars(_) | Command::Latest { .. } | Command::Sql(_) => None,
         _ => Some(Store::connect(&config.database).await?),
     };
     let store = || {
@@ -370,6 +438,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             let bars = Reader::open(&config)?.latest(&symbol, timeframe).await?;
             w(out, output::bars(&bars, format)?)?;
         }
+        Command::Sql(args) => return run_sql(&config, &args, out).await,
         Command::Verify => {
             let cache = Cache::new(&config.cache.dir);
             let report = verify(&store()?, &cache).await?;
@@ -399,6 +468,52 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                         report.partitions
                     ),
                 )?;
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `quiver sql`: the scripts of -c and -f in order, else stdin when it is not a terminal,
+/// else the interactive shell. A failing statement stops the run: its error goes to stderr
+/// and the exit status is 1.
+async fn run_sql(config: &Config, args: &SqlArgs, out: &mut dyn Write) -> Result<u8> {
+    use std::io::{IsTerminal, Read};
+    let options = ShellOptions {
+        format: args.format,
+        maxrows: (args.maxrows > 0).then_some(args.maxrows),
+        timing: false,
+    };
+    let mut shell = Shell::open(config, options)?;
+    let mut scripts: Vec<(String, String)> = Vec::new();
+    for script in args.scripts() {
+        match script {
+            Script::Command(sql) => scripts.push((sql, "-c".into())),
+            Script::File(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                scripts.push((text, path.display().to_string()));
+            }
+        }
+    }
+    if scripts.is_empty() {
+        if std::io::stdin().is_terminal() {
+            repl::run(&mut shell, out).await?;
+            return Ok(0);
+        }
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("<stdin>", e))?;
+        scripts.push((text, "<stdin>".into()));
+    }
+    for (text, origin) in scripts {
+        match shell.run_script(&text, &origin, out).await {
+            Ok(Flow::Quit) => break,
+            Ok(Flow::Continue) => {}
+            Err(e) => {
+                out.flush().map_err(|e| Error::io("<stdout>", e))?;
+                eprintln!("quiver: {}", repl::script_error(e));
                 return Ok(1);
             }
         }

@@ -86,6 +86,24 @@ pub enum Error {
     #[error("query: {0}")]
     DataFusion(datafusion::error::DataFusionError),
 
+    /// `quiver sql` was asked to write.
+    #[error(
+        "quiver sql is read-only: {0} is refused; write to the database (quiver import, \
+         quiver delete or its own client) and `quiver sync` mirrors it"
+    )]
+    ReadOnly(String),
+
+    /// A statement of a script failed: where it starts, and why.
+    #[error("{origin}:{line}: {inner}")]
+    At {
+        /// The script: a file name, `-c` or `<stdin>`.
+        origin: String,
+        /// Line where the failing statement starts (1-based).
+        line: usize,
+        /// The error.
+        inner: Box<Error>,
+    },
+
     /// The cache has no published version yet.
     #[error("the cache in {} is empty; run `quiver sync` first", dir.display())]
     EmptyCache {

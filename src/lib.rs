@@ -15,6 +15,7 @@
 //! - [`cache`]: the Parquet cache on disk: layout, manifest, atomic publication.
 //! - [`read`]: range reads with exact warmup, streams, merged series and the latest bar, and
 //!   `market_data` as a DataFusion table; [`functions`]: SQL functions for bar work.
+//! - [`sql`]: the `quiver sql` shell: SQL over the cache and, read-only, the live table.
 //! - [`sync`]: one sync pass, `status` and `verify`; [`daemon`]: `sync --watch`.
 //!
 //! ```no_run
@@ -48,6 +49,7 @@ pub mod output;
 pub mod progress;
 pub mod quickstart;
 pub mod read;
+pub mod sql;
 pub mod sync;
 
 pub use config::Config;

@@ -4,12 +4,11 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use quiver::cli::{Cli, Command, run};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_ordered();
     // The daemon reports each pass at info level: that is its output.
     let daemon = matches!(cli.command, Command::Sync { watch: true, .. });
     let default_level = match (cli.quiet, cli.verbose) {

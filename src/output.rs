@@ -1,10 +1,20 @@
 //! Printing results: tables through arrow's pretty printer (the look of psql and
 //! datafusion-cli), never hand-aligned.
 
+use std::io::Write;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::util::pretty::pretty_format_batches;
+use chrono::{DateTime, SecondsFormat};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::csv::WriterBuilder;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
+use datafusion::arrow::json::writer::{JsonArray, LineDelimited};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::arrow::util::pretty::{pretty_format_batches, pretty_format_batches_with_schema};
 
 use crate::db::SeriesSummary;
 use crate::error::{Error, Result};
@@ -137,4 +147,217 @@ pub fn bars(bars: &Bars, format: BarsFormat) -> Result<String> {
             serde_json::to_string_pretty(&objects).map_err(|e| Error::invalid(format!("json: {e}")))
         }
     }
+}
+
+/// Output of `quiver sql`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqlFormat {
+    /// A table, cut at `--maxrows`, with the row count below it (psql, datafusion-cli).
+    Table,
+    /// CSV with a header, every row.
+    Csv,
+    /// One JSON array of objects, every row.
+    Json,
+    /// One JSON object per line, every row.
+    Ndjson,
+}
+
+impl SqlFormat {
+    /// The format named `name` (as in `\format NAME`).
+    pub fn parse(name: &str) -> Result<SqlFormat> {
+        <SqlFormat as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+            Error::invalid(format!(
+                "unknown format {name:?}: expected table, csv, json or ndjson"
+            ))
+        })
+    }
+}
+
+impl std::fmt::Display for SqlFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SqlFormat::Table => "table",
+            SqlFormat::Csv => "csv",
+            SqlFormat::Json => "json",
+            SqlFormat::Ndjson => "ndjson",
+        })
+    }
+}
+
+/// The type a column is printed as: decimals and timestamps become text, exactly as
+/// `quiver bars` prints them; everything else keeps its type.
+fn printable_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..)
+        | DataType::Timestamp(..) => DataType::Utf8,
+        other => other.clone(),
+    }
+}
+
+/// The schema of [`printable`] batches.
+pub fn printable_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), printable_type(f.data_type()), f.is_nullable()))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Decimals in plain notation without trailing zeros (`712345.12`, never an exponent, never
+/// rounded); timestamps in RFC 3339, in UTC with `Z` when they carry a time zone, fractional
+/// seconds only when present. The text of `quiver bars`, for any query result.
+pub fn printable(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = printable_schema(batch.schema_ref());
+    let columns = batch
+        .columns()
+        .iter()
+        .map(printable_column)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+fn printable_column(array: &ArrayRef) -> Result<ArrayRef> {
+    let text = |f: &dyn Fn(usize) -> Result<String>| -> Result<ArrayRef> {
+        let values = (0..array.len())
+            .map(|i| {
+                if array.is_null(i) {
+                    Ok(None)
+                } else {
+                    f(i).map(Some)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(StringArray::from(values)))
+    };
+    match array.data_type() {
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => {
+            let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())?;
+            text(&|i| Ok(trim_decimal(formatter.value(i).to_string())))
+        }
+        DataType::Timestamp(unit, tz) => {
+            let utc = tz.is_some();
+            let values = cast(array, &DataType::Int64)?;
+            let values = values.as_primitive::<Int64Type>();
+            text(&|i| {
+                let v = values.value(i);
+                let ts = match unit {
+                    TimeUnit::Second => DateTime::from_timestamp(v, 0),
+                    TimeUnit::Millisecond => DateTime::from_timestamp_millis(v),
+                    TimeUnit::Microsecond => DateTime::from_timestamp_micros(v),
+                    TimeUnit::Nanosecond => Some(DateTime::from_timestamp_nanos(v)),
+                }
+                .ok_or_else(|| Error::invalid(format!("timestamp {v} is out of range")))?;
+                Ok(if utc {
+                    format_ts(&ts)
+                } else {
+                    ts.naive_utc()
+                        .and_utc()
+                        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+                        .trim_end_matches('Z')
+                        .to_string()
+                })
+            })
+        }
+        _ => Ok(array.clone()),
+    }
+}
+
+/// `12.50000000` → `12.5`, `100.00000000` → `100`, `-0.00000000` → `0`.
+fn trim_decimal(mut s: String) -> String {
+    if s.contains('.') {
+        let kept = s.trim_end_matches('0').trim_end_matches('.').len();
+        s.truncate(kept);
+    }
+    if s == "-0" { "0".into() } else { s }
+}
+
+/// Writes a query result in `format`. The table shows at most `maxrows` rows (all when
+/// `None`) and then the row count, as psql does; the machine formats print every row and
+/// nothing else. Returns the number of rows.
+pub fn write_result(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: SqlFormat,
+    maxrows: Option<usize>,
+    out: &mut dyn Write,
+) -> Result<usize> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let io = |e: std::io::Error| Error::io("<stdout>", e);
+    if schema.fields().is_empty() {
+        // SET, CREATE VIEW and the like: nothing to show.
+        return Ok(rows);
+    }
+    let shown = match format {
+        SqlFormat::Table => maxrows.unwrap_or(usize::MAX).min(rows),
+        _ => rows,
+    };
+    let mut printable_batches = Vec::with_capacity(batches.len());
+    let mut left = shown;
+    for b in batches {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(b.num_rows());
+        printable_batches.push(printable(&b.slice(0, take))?);
+        left -= take;
+    }
+    let schema = printable_schema(schema);
+    match format {
+        SqlFormat::Table => {
+            let table = pretty_format_batches_with_schema(schema, &printable_batches)?;
+            writeln!(out, "{table}").map_err(io)?;
+            let noun = if rows == 1 { "row" } else { "rows" };
+            if shown < rows {
+                writeln!(
+                    out,
+                    "({rows} {noun}, first {shown} shown; --maxrows or \\maxrows shows more)"
+                )
+                .map_err(io)?;
+            } else {
+                writeln!(out, "({rows} {noun})").map_err(io)?;
+            }
+        }
+        SqlFormat::Csv => {
+            let mut w = WriterBuilder::new().with_header(true).build(&mut *out);
+            if printable_batches.is_empty() {
+                w.write(&RecordBatch::new_empty(schema))?;
+            }
+            for b in &printable_batches {
+                w.write(b)?;
+            }
+        }
+        SqlFormat::Json => {
+            let mut w = JsonWriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, JsonArray>(&mut *out);
+            for b in &printable_batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            drop(w);
+            writeln!(out).map_err(io)?;
+        }
+        SqlFormat::Ndjson => {
+            let mut w = JsonWriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, LineDelimited>(&mut *out);
+            for b in &printable_batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+    }
+    Ok(rows)
 }

@@ -16,6 +16,7 @@ use crate::model::parse_time_arg;
 use crate::model::{Symbol, Timeframe};
 use crate::output::{self, BarsFormat};
 use crate::read::{BarsRequest, Reader};
+use crate::sql::{Shell, ShellOptions};
 use crate::sync::{Syncer, status};
 
 /// A bundled sample: real bars from the backtrader project's example data (see data/README.md).
@@ -138,5 +139,21 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
     )
     .map_err(io)?;
     writeln!(out, "{}", output::bars(&bars, BarsFormat::Table)?).map_err(io)?;
+    // What an analyst asks the shell: FESX's daily VWAP (queries/vwap_daily.sql has more).
+    let sql = "SELECT date_trunc('day', ts) AS day, sum(close * volume) / sum(volume) AS vwap, \
+               sum(volume) AS volume FROM market_data WHERE symbol = 'FESX' AND timeframe = '1m' \
+               GROUP BY day ORDER BY day LIMIT 3";
+    writeln!(
+        out,
+        "quiver sql: FESX's volume-weighted average price of its first three days:"
+    )
+    .map_err(io)?;
+    let mut shell = Shell::open(config, ShellOptions::default())?;
+    shell.run_script(sql, "-c", out).await?;
+    writeln!(
+        out,
+        "next: `quiver sql` opens the shell (\\? for help); queries/ holds example queries."
+    )
+    .map_err(io)?;
     Ok(())
 }

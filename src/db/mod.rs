@@ -164,6 +164,36 @@ pub enum Scan {
         /// First microsecond excluded.
         end: Option<i64>,
     },
+    /// The rows a [`BarFilter`] selects, ordered by `(symbol, timeframe, ts)` (the shell's
+    /// `live.market_data`).
+    Filter(BarFilter),
+}
+
+/// `WHERE` clause of [`Scan::Filter`] with numbered placeholders (`$n` on PostgreSQL, `?n` on
+/// SQLite): fixed text only, every value bound. Returns the SQL of the whole scan.
+fn filter_scan_sql(filter: &BarFilter, placeholder: char) -> String {
+    let mut sql = String::from(
+        "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data WHERE true",
+    );
+    let mut n = 0;
+    let mut clause = |column: &str, op: &str| {
+        n += 1;
+        sql.push_str(&format!(" AND {column} {op} {placeholder}{n}"));
+    };
+    if filter.symbol.is_some() {
+        clause("symbol", "=");
+    }
+    if filter.timeframe.is_some() {
+        clause("timeframe", "=");
+    }
+    if filter.start.is_some() {
+        clause("ts", ">=");
+    }
+    if filter.end.is_some() {
+        clause("ts", "<=");
+    }
+    sql.push_str(" ORDER BY symbol, timeframe, ts");
+    sql
 }
 
 /// One row of a [`Store::scan`], in the cache's representation: prices and volume as integer

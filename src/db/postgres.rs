@@ -381,6 +381,19 @@ pub(super) fn scan(pool: &PgPool, scan: Scan) -> ScanStream<'_> {
                 .bind(end),
             _ => sqlx::query(SCAN_SERIES).bind(symbol).bind(timeframe),
         },
+        Scan::Filter(filter) => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(super::filter_scan_sql(&filter, '$')));
+            if let Some(s) = &filter.symbol {
+                q = q.bind(s.as_str().to_owned());
+            }
+            if let Some(tf) = &filter.timeframe {
+                q = q.bind(tf.to_string());
+            }
+            for t in [filter.start, filter.end].into_iter().flatten() {
+                q = q.bind(t);
+            }
+            q
+        }
     };
     let mut tracker = SeriesTracker::default();
     Box::pin(query.fetch(pool).map(move |row| {

@@ -373,6 +373,19 @@ pub(super) fn scan(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
             .bind(timeframe)
             .bind(start.unwrap_or(i64::MIN))
             .bind(end.unwrap_or(i64::MAX)),
+        Scan::Filter(filter) => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(super::filter_scan_sql(&filter, '?')));
+            if let Some(s) = &filter.symbol {
+                q = q.bind(s.as_str().to_owned());
+            }
+            if let Some(tf) = &filter.timeframe {
+                q = q.bind(tf.to_string());
+            }
+            for t in [filter.start, filter.end].into_iter().flatten() {
+                q = q.bind(t.timestamp_micros());
+            }
+            q
+        }
     };
     let mut tracker = SeriesTracker::default();
     Box::pin(query.fetch(pool).map(move |row| {

@@ -36,6 +36,8 @@ mod files;
 mod snapshot;
 mod table;
 
+pub(crate) use table::Bounds;
+
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;

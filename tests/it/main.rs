@@ -8,5 +8,6 @@ mod daemon;
 mod feed;
 mod import;
 mod read;
+mod shell;
 mod store;
 mod sync;

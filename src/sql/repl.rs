@@ -1,0 +1,288 @@
+//! The interactive shell: line editing and history (rustyline), statements that span lines
+//! until `;`, tab completion of tables, columns and keywords, and Ctrl-C that cancels the
+//! running query without leaving.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::path::PathBuf;
+
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::FileHistory;
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{Context, Editor, Helper};
+
+use super::{Flow, Shell, ends_statement};
+use crate::error::{Error, Result};
+
+/// Where history is kept: `QUIVER_HISTORY`, else `<data dir>/quiver/history.txt` (for example
+/// `~/.local/share/quiver/history.txt` on Linux); `None` when there is no such folder.
+pub fn history_file() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("QUIVER_HISTORY") {
+        return Some(PathBuf::from(path));
+    }
+    dirs::data_dir().map(|d| d.join("quiver").join("history.txt"))
+}
+
+/// SQL keywords offered by tab completion.
+const KEYWORDS: &[&str] = &[
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "GROUP",
+    "BY",
+    "ORDER",
+    "HAVING",
+    "LIMIT",
+    "OFFSET",
+    "AS",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "IS",
+    "NULL",
+    "BETWEEN",
+    "LIKE",
+    "DISTINCT",
+    "JOIN",
+    "LEFT",
+    "RIGHT",
+    "INNER",
+    "OUTER",
+    "FULL",
+    "CROSS",
+    "ON",
+    "USING",
+    "UNION",
+    "ALL",
+    "EXCEPT",
+    "INTERSECT",
+    "WITH",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "CAST",
+    "INTERVAL",
+    "TIMESTAMP",
+    "DATE",
+    "ASC",
+    "DESC",
+    "NULLS",
+    "FIRST",
+    "LAST",
+    "OVER",
+    "PARTITION",
+    "ROWS",
+    "RANGE",
+    "PRECEDING",
+    "FOLLOWING",
+    "UNBOUNDED",
+    "CURRENT",
+    "ROW",
+    "EXPLAIN",
+    "ANALYZE",
+    "SHOW",
+    "TABLES",
+    "COLUMNS",
+    "CREATE",
+    "VIEW",
+    "DROP",
+    "SET",
+    "VALUES",
+    "COUNT",
+    "SUM",
+    "AVG",
+    "MIN",
+    "MAX",
+    "FIRST_VALUE",
+    "LAST_VALUE",
+    "LAG",
+    "LEAD",
+    "DATE_TRUNC",
+    "DATE_BIN",
+    "TIME_BUCKET",
+    "ROW_NUMBER",
+    "RANK",
+];
+
+/// Completion and multi-line input for the editor.
+struct SqlHelper {
+    /// Tables, views and columns, refreshed before each prompt.
+    names: Vec<String>,
+}
+
+impl Completer for SqlHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        let start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+            .map_or(0, |i| {
+                i + before[i..].chars().next().map_or(1, char::len_utf8)
+            });
+        let word = &before[start..];
+        if word.is_empty() {
+            return Ok((start, Vec::new()));
+        }
+        let lower = word.to_lowercase();
+        let upper_case = word.chars().any(char::is_uppercase);
+        let mut candidates: Vec<Pair> = self
+            .names
+            .iter()
+            .filter(|n| n.to_lowercase().starts_with(&lower))
+            .map(|n| Pair {
+                display: n.clone(),
+                replacement: n.clone(),
+            })
+            .collect();
+        candidates.extend(
+            KEYWORDS
+                .iter()
+                .filter(|k| k.to_lowercase().starts_with(&lower))
+                .map(|k| {
+                    let k = if upper_case {
+                        k.to_string()
+                    } else {
+                        k.to_lowercase()
+                    };
+                    Pair {
+                        display: k.clone(),
+                        replacement: k,
+                    }
+                }),
+        );
+        candidates.dedup_by(|a, b| a.replacement == b.replacement);
+        Ok((start, candidates))
+    }
+}
+
+impl Hinter for SqlHelper {
+    type Hint = String;
+}
+
+impl Highlighter for SqlHelper {
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(
+        &'s self,
+        prompt: &'p str,
+        _default: bool,
+    ) -> Cow<'b, str> {
+        Cow::Borrowed(prompt)
+    }
+}
+
+impl Validator for SqlHelper {
+    /// Enter runs the input once it ends with `;` (or is a meta-command); before that it
+    /// starts a new line of the same statement.
+    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
+        let input = ctx.input().trim();
+        if input.is_empty() || input.starts_with('\\') || ends_statement(input) {
+            Ok(ValidationResult::Valid(None))
+        } else {
+            Ok(ValidationResult::Incomplete)
+        }
+    }
+}
+
+impl Helper for SqlHelper {}
+
+fn readline_error(e: ReadlineError) -> Error {
+    Error::invalid(format!("terminal: {e}"))
+}
+
+/// Runs the interactive shell on the terminal until `\q` or Ctrl-D.
+pub async fn run(shell: &mut Shell, out: &mut dyn Write) -> Result<()> {
+    let config = rustyline::Config::builder()
+        .auto_add_history(false)
+        .max_history_size(10_000)
+        .map_err(readline_error)?
+        .build();
+    let mut editor: Editor<SqlHelper, FileHistory> =
+        Editor::with_config(config).map_err(readline_error)?;
+    editor.set_helper(Some(SqlHelper { names: Vec::new() }));
+    let history = history_file();
+    if let Some(path) = &history {
+        // A first run has no history yet.
+        let _ = editor.load_history(path);
+    }
+    writeln!(
+        out,
+        "quiver sql over {}: \\? for help, \\q to quit.",
+        shell.reader.cache().root().display()
+    )
+    .map_err(|e| Error::io("<stdout>", e))?;
+    loop {
+        let names = shell.completion_names().await;
+        if let Some(helper) = editor.helper_mut() {
+            helper.names = names;
+        }
+        let line = tokio::task::block_in_place(|| editor.readline("quiver> "));
+        let input = match line {
+            Ok(input) => input,
+            // Ctrl-C at the prompt drops the line, as in psql.
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(readline_error(e)),
+        };
+        if input.trim().is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(input.as_str());
+        let outcome = tokio::select! {
+            r = shell.run_script(&input, "<stdin>", out) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let _ = out.flush();
+        match outcome {
+            Some(Ok(Flow::Quit)) => break,
+            Some(Ok(Flow::Continue)) => {}
+            Some(Err(e)) => eprintln!("error: {}", one_line(&shell_error(e))),
+            None => eprintln!("cancelled"),
+        }
+    }
+    if let Some(path) = &history {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = editor.save_history(path) {
+            tracing::warn!(file = %path.display(), "history not saved: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Interactive errors need no location: the statement is the one just typed.
+fn shell_error(e: Error) -> Error {
+    match e {
+        Error::At { origin, inner, .. } if origin == "<stdin>" => *inner,
+        e => e,
+    }
+}
+
+/// The error of a non-interactive script, on one line: with the file and line of the
+/// failing statement, except for `-c`, whose statement is on the command line.
+pub fn script_error(e: Error) -> String {
+    let e = match e {
+        Error::At { origin, inner, .. } if origin == "-c" => *inner,
+        e => e,
+    };
+    one_line(&e)
+}
+
+/// An error on one line: DataFusion's messages may hold line breaks.
+pub fn one_line(e: &Error) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
