@@ -169,16 +169,28 @@ impl Shell {
         statement: datafusion::sql::parser::Statement,
     ) -> Result<QueryResult> {
         let started = Instant::now();
+        let sql_text = statement.to_string();
         let ctx = self.context();
         let plan = ctx.state().statement_to_plan(statement).await?;
         refuse_writes(&plan)?;
         let frame = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await?;
+        let elapsed = started.elapsed();
+        let threshold = self.reader.options().slow_query;
+        if elapsed > threshold {
+            tracing::warn!(
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                ?threshold,
+                sql = %sql_text,
+                "slow SQL statement"
+            );
+        }
         Ok(QueryResult {
             schema,
             batches,
-            elapsed: started.elapsed(),
+            elapsed,
         })
     }
 

@@ -586,3 +586,20 @@ async fn interactive_shell_cancels_with_ctrl_c() {
     let history = std::fs::read_to_string(cli.db.path("history.txt")).unwrap();
     assert!(history.contains("SELECT 'still here' AS s;"), "{history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_statements_are_logged_with_their_time() {
+    let cli = Cli::new().await;
+    std::fs::write(cli.dir().join("slow.toml"), "[read]\nslow_query = \"0s\"\n").unwrap();
+    let sql = "SELECT count(*) AS n FROM market_data";
+    let (code, out, err) = cli.run(&["--config", "slow.toml", "-c", sql], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("44902"), "{out}");
+    assert!(
+        err.contains("slow SQL statement") && err.contains("elapsed_ms") && err.contains(sql),
+        "{err}"
+    );
+    // Under the default threshold (1 s), nothing is logged.
+    let (_, _, err) = cli.run(&["-c", sql], "");
+    assert_eq!(err, "");
+}
