@@ -14,6 +14,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 
 use super::PartitionKey;
 use crate::error::{Error, Result};
@@ -104,6 +105,9 @@ fn writer_properties() -> WriterProperties {
         // Dictionaries stay on: prices repeat within a month, and decoding 12-byte decimals
         // through a dictionary made W2 and W3 20-30% faster than plain pages.
         .set_compression(Compression::LZ4_RAW)
+        // `ts` is unique within a file: its dictionary only added a page to decompress per
+        // read (W1 0.63 -> 0.60 ms, W7 ~2,000 -> ~2,100 queries/s; files 156 -> 149 MB).
+        .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS)
