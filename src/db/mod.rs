@@ -597,3 +597,29 @@ fn migration(
 pub fn day_of(ts: &DateTime<Utc>) -> i64 {
     ts.timestamp_micros().div_euclid(86_400_000_000)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filtered_scans_bind_every_value_in_sql() {
+        let all = filter_scan_sql(&BarFilter::default(), '$');
+        assert_eq!(
+            all,
+            "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data \
+             WHERE true ORDER BY symbol, timeframe, ts"
+        );
+        let filter = BarFilter {
+            symbol: Some(Symbol::parse("AAPL").unwrap()),
+            timeframe: None,
+            start: Some(DateTime::from_timestamp(0, 0).unwrap()),
+            end: Some(DateTime::from_timestamp(60, 0).unwrap()),
+        };
+        assert!(filter_scan_sql(&filter, '$').ends_with(
+            "WHERE true AND symbol = $1 AND ts >= $2 AND ts <= $3 \
+                 ORDER BY symbol, timeframe, ts"
+        ));
+        assert!(filter_scan_sql(&filter, '?').contains("symbol = ?1 AND ts >= ?2 AND ts <= ?3"));
+    }
+}
