@@ -236,7 +236,7 @@ pub(crate) struct Bounds {
 
 impl Bounds {
     /// Rows must satisfy both.
-    pub fn and(self, other: Bounds) -> Bounds {
+    fn and(self, other: Bounds) -> Bounds {
         let both = |a: Option<BTreeSet<String>>, b: Option<BTreeSet<String>>| match (a, b) {
             (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
             (a, None) => a,
@@ -284,6 +284,13 @@ impl Bounds {
                 .is_none_or(|s| s.contains(&p.key.timeframe))
             && self.min_ts.is_none_or(|t| p.max_ts >= t)
             && self.max_ts.is_none_or(|t| p.min_ts <= t)
+    }
+
+    /// The bounds implied by a scan's filters, all of which hold.
+    pub fn of_all(filters: &[Expr]) -> Bounds {
+        filters
+            .iter()
+            .fold(Bounds::default(), |b, f| b.and(Bounds::of(f)))
     }
 
     /// The bounds implied by one filter (anything it does not constrain stays open).
@@ -530,9 +537,7 @@ impl TableProvider for CacheTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let bounds = filters
-            .iter()
-            .fold(Bounds::default(), |b, f| b.and(Bounds::of(f)));
+        let bounds = Bounds::of_all(filters);
         // A version deleted between resolving it and opening its files (two publications
         // during one planning) is retried on the newer one.
         let mut attempt = 0;

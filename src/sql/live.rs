@@ -54,9 +54,7 @@ impl LiveTable {
 /// The part of the filters the database can answer: one symbol, one timeframe, a `ts` range.
 /// `None` when the filters cannot match any row.
 fn bar_filter(filters: &[Expr]) -> Option<BarFilter> {
-    let bounds = filters
-        .iter()
-        .fold(Bounds::default(), |b, f| b.and(Bounds::of(f)));
+    let bounds = Bounds::of_all(filters);
     let single = |set: &Option<std::collections::BTreeSet<String>>| -> Option<Option<String>> {
         match set {
             None => Some(None),
