@@ -131,20 +131,9 @@ async fn rows_in(files: &[String], sqls: &[&str]) -> usize {
         .expect("register");
     let mut n = 0;
     for sql in sqls {
-        n += rows(&ctx, sql).await;
+        n += common::sql_rows(&ctx, sql).await;
     }
     n
-}
-
-async fn rows(ctx: &SessionContext, sql: &str) -> usize {
-    let batches = ctx
-        .sql(sql)
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("run");
-    batches.iter().map(|b| b.num_rows()).sum()
 }
 
 fn partitioning(c: &mut Criterion) {
@@ -162,7 +151,10 @@ fn partitioning(c: &mut Criterion) {
             ParquetReadOptions::default(),
         ))
         .expect("register");
-        let w1: usize = W1.iter().map(|q| rt.block_on(rows(&ctx, q))).sum();
+        let w1: usize = W1
+            .iter()
+            .map(|q| rt.block_on(common::sql_rows(&ctx, q)))
+            .sum();
         assert_eq!(w1, 1200);
         let (f1, f2) = (selected(&dir, layout, true), selected(&dir, layout, false));
         assert_eq!(rt.block_on(rows_in(&f1, &W1)), 1200);
@@ -184,14 +176,15 @@ fn partitioning(c: &mut Criterion) {
             b.to_async(&rt).iter(|| rows_in(f, &[W2]))
         });
         group.bench_with_input(BenchmarkId::new("w1", layout), ctx, |b, ctx| {
-            b.to_async(&rt)
-                .iter(|| async { rows(ctx, W1[0]).await + rows(ctx, W1[1]).await })
+            b.to_async(&rt).iter(|| async {
+                common::sql_rows(ctx, W1[0]).await + common::sql_rows(ctx, W1[1]).await
+            })
         });
         group.bench_with_input(BenchmarkId::new("w2", layout), ctx, |b, ctx| {
-            b.to_async(&rt).iter(|| rows(ctx, W2))
+            b.to_async(&rt).iter(|| common::sql_rows(ctx, W2))
         });
         group.bench_with_input(BenchmarkId::new("w3", layout), ctx, |b, ctx| {
-            b.to_async(&rt).iter(|| rows(ctx, W3))
+            b.to_async(&rt).iter(|| common::sql_rows(ctx, W3))
         });
     }
     group.finish();

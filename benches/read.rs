@@ -125,15 +125,7 @@ async fn w3_sql(store: &quiver::Store) -> usize {
 }
 
 async fn sql_rows(reader: &Reader, sql: &str) -> usize {
-    let batches = reader
-        .context()
-        .sql(sql)
-        .await
-        .expect("plan")
-        .collect()
-        .await
-        .expect("run");
-    batches.iter().map(|b| b.num_rows()).sum()
+    common::sql_rows(reader.context(), sql).await
 }
 
 /// The cache of the SQLite dataset, synced once.

@@ -55,3 +55,15 @@ pub async fn dataset(backend: &str) -> Store {
     }
     store
 }
+
+/// Runs `sql` on `ctx` and counts the rows it returns.
+pub async fn sql_rows(ctx: &quiver::datafusion::prelude::SessionContext, sql: &str) -> usize {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run");
+    batches.iter().map(|b| b.num_rows()).sum()
+}
