@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat};
+use chrono::DateTime;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
 };
@@ -12,7 +12,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
-use datafusion::arrow::json::writer::{JsonArray, LineDelimited};
+use datafusion::arrow::json::writer::{JsonArray, JsonFormat, LineDelimited};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::{pretty_format_batches, pretty_format_batches_with_schema};
 
@@ -259,14 +259,12 @@ fn printable_column(array: &ArrayRef) -> Result<ArrayRef> {
                     TimeUnit::Nanosecond => Some(DateTime::from_timestamp_nanos(v)),
                 }
                 .ok_or_else(|| Error::invalid(format!("timestamp {v} is out of range")))?;
+                // A timestamp without a zone is wall-clock time: the same text without `Z`.
+                let text = format_ts(&ts);
                 Ok(if utc {
-                    format_ts(&ts)
+                    text
                 } else {
-                    ts.naive_utc()
-                        .and_utc()
-                        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
-                        .trim_end_matches('Z')
-                        .to_string()
+                    text.trim_end_matches('Z').to_string()
                 })
             })
         }
@@ -339,25 +337,23 @@ pub fn write_result(
             }
         }
         SqlFormat::Json => {
-            let mut w = JsonWriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, JsonArray>(&mut *out);
-            for b in &printable_batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-            drop(w);
+            write_json::<JsonArray>(&printable_batches, out)?;
+            // The array ends without a line break; a terminal prompt should not follow it.
             writeln!(out).map_err(io)?;
         }
-        SqlFormat::Ndjson => {
-            let mut w = JsonWriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, LineDelimited>(&mut *out);
-            for b in &printable_batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
+        SqlFormat::Ndjson => write_json::<LineDelimited>(&printable_batches, out)?,
     }
     Ok(rows)
+}
+
+/// Writes batches with arrow's JSON writer in layout `F`, nulls written out as `null`.
+fn write_json<F: JsonFormat>(batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
+    let mut w = JsonWriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, F>(out);
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    Ok(())
 }
