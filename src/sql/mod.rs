@@ -159,17 +159,18 @@ impl Shell {
     pub async fn query(&self, sql: &str) -> Result<QueryResult> {
         let mut last = None;
         for statement in DFParser::parse_sql_with_dialect(sql, &GenericDialect {})? {
-            last = Some(self.statement(statement).await?);
+            last = Some(self.statement(statement, sql).await?);
         }
         last.ok_or_else(|| Error::invalid("no statement to run"))
     }
 
+    /// Plans and runs one statement parsed from `source` (logged when slow).
     async fn statement(
         &self,
         statement: datafusion::sql::parser::Statement,
+        source: &str,
     ) -> Result<QueryResult> {
         let started = Instant::now();
-        let sql_text = statement.to_string();
         let ctx = self.context();
         let plan = ctx.state().statement_to_plan(statement).await?;
         refuse_writes(&plan)?;
@@ -183,7 +184,7 @@ impl Shell {
                 elapsed_ms = elapsed.as_secs_f64() * 1e3,
                 rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
                 ?threshold,
-                sql = %sql_text,
+                sql = source.trim(),
                 "slow SQL statement"
             );
         }
@@ -246,7 +247,7 @@ impl Shell {
     /// Runs every statement of `sql` and prints each result.
     pub async fn run_statements(&mut self, sql: &str, out: &mut dyn Write) -> Result<()> {
         for statement in DFParser::parse_sql_with_dialect(sql, &GenericDialect {})? {
-            let result = self.statement(statement).await?;
+            let result = self.statement(statement, sql).await?;
             write_result(
                 &result.schema,
                 &result.batches,
