@@ -104,14 +104,14 @@ pub struct Shell {
 const HELP: &str = "\
 Statements end with `;` and may span lines. Tables: market_data (the cache),
 live.market_data (the database, read-only). Meta-commands:
-  \\d              list tables and views
-  \\d NAME         columns and types of a table or view
-  \\timing [on|off] show each statement's time
-  \\format NAME    output as table, csv, json or ndjson
-  \\maxrows N      rows a table shows at most (0: all)
-  \\i FILE         run the statements of FILE
-  \\?              this help
-  \\q              quit (or Ctrl-D); Ctrl-C cancels a running query";
+  \\d                 list tables and views
+  \\d NAME            columns and types of a table or view
+  \\timing [on|off]   show each statement's time
+  \\format NAME       output as table, csv, json or ndjson
+  \\maxrows N         rows a table shows at most (0: all)
+  \\i FILE            run the statements of FILE
+  \\?                 this help
+  \\q                 quit (or Ctrl-D); Ctrl-C cancels a running query";
 
 impl Shell {
     /// A shell over the configured cache, with the configured database as `live`.
