@@ -7,21 +7,34 @@
 //! Every query takes the version published at that moment, so a reader sees what the daemon
 //! publishes on its next query; a query in flight keeps its own version to the end.
 //!
-//! ```no_run
-//! # async fn demo() -> quiver::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> quiver::Result<()> {
 //! use quiver::model::parse_time_arg;
 //! use quiver::read::{BarsRequest, Reader};
-//! use quiver::Config;
+//! # use quiver::{Config, OnConflict, Store, Syncer};
+//! # // A cache to read: five days of one symbol's minute bars, synced from SQLite.
+//! # let dir = tempfile::tempdir().map_err(|e| quiver::Error::io("temp dir", e))?;
+//! # let mut config = Config::default();
+//! # config.database.url = format!("sqlite://{}", dir.path().join("market.db").display());
+//! # config.cache.dir = dir.path().join("cache");
+//! # let store = Store::connect(&config.database).await?;
+//! # store.migrate().await?;
+//! # let options = quiver::generate::GenerateOptions::new(1, 5, "1m".parse()?, 42);
+//! # store.insert_bars(&quiver::generate::generate_vec(&options)?, OnConflict::Error).await?;
+//! # let cache = quiver::cache::Cache::new(&config.cache.dir);
+//! # Syncer::new(store, cache, None)?.pass(false).await?;
 //!
-//! let reader = Reader::open(&Config::load(None)?)?;
-//! // The 200 bars before 2024-06-03T14:30Z, then the next 1000: a strategy's warmup and run.
-//! let request = BarsRequest::new("SYM007".parse()?, "1m".parse()?)
-//!     .with_start(parse_time_arg("2024-06-03T14:30:00Z", false)?)
+//! // `config` as `Config::load(None)?` gives it: config.toml, QUIVER_* variables.
+//! let reader = Reader::open(&config)?;
+//! // The 200 bars before 2024-01-03T14:30Z, then the next 1000: a strategy's warmup and run.
+//! let request = BarsRequest::new("SYM001".parse()?, "1m".parse()?)
+//!     .with_start(parse_time_arg("2024-01-03T14:30:00Z", false)?)
 //!     .with_warmup(200)
 //!     .with_limit(1000);
 //! let bars = reader.bars(&request).await?;
-//! println!("{} warmup bars, then {}", bars.warmup, bars.len() - bars.warmup);
-//! for bar in bars.to_bars()? {
+//! assert_eq!((bars.warmup, bars.len()), (200, 1200));
+//! for bar in bars.to_bars()?.iter().skip(bars.warmup).take(3) {
 //!     println!("{} {} close {}", bar.symbol, bar.ts, bar.close);
 //! }
 //! # Ok(())
