@@ -157,6 +157,17 @@ async fn quickstart_on_the_embedded_default() {
     );
     assert!(stdout.contains("| rows            | 37043 "), "{stdout}");
     assert!(stdout.contains("| pending changes | 0 "), "{stdout}");
+    // It ends reading the cache: a warmup read as a table, then a shell query.
+    for line in [
+        "(2 warmup bars, then the range):",
+        "| FESX   | 1m        | 2006-01-02T19:01:00Z | 3618 | 3618 | 3617 | 3617  | 15     |",
+        "| FESX   | 1m        | 2006-01-03T08:03:00Z | 3621 | 3621 | 3620 | 3621  | 854    |",
+        "quiver sql: FESX's volume-weighted average price of its first three days:",
+        "| 2006-01-02T00:00:00Z | 3613.13408818915215140109 | 161267 |",
+        "(3 rows)",
+    ] {
+        assert!(stdout.contains(line), "missing {line}\n{stdout}");
+    }
     assert!(
         dir.path()
             .join("data/cache/market_data/manifest.json")

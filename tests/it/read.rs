@@ -189,6 +189,23 @@ async fn streams_merges_and_latest_agree_with_the_table(db: TestDb) {
     assert_eq!(merged.warmup, 20);
     assert_eq!(merged.to_bars().unwrap(), expected);
 
+    // The open files are bounded: a reader that may keep one file open reads the same bars,
+    // dropping files as it goes.
+    let bounded = Reader::with_options(
+        Cache::new(&db.config.cache.dir),
+        ReadOptions {
+            open_files: 1,
+            ..ReadOptions::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let again = bounded.bars_merged(&requests).await.unwrap();
+        assert_eq!(again.to_bars().unwrap(), expected);
+    }
+    let files = bounded.stats().files;
+    assert!(files.open <= 1 && files.evictions > 0, "{files:?}");
+
     // Latest.
     let latest = reader.latest(&sym("SYM003"), tf("1m")).await.unwrap();
     assert_eq!(latest.to_bars().unwrap(), vec![all.last().unwrap().clone()]);

@@ -478,6 +478,35 @@ async fn golden_output_in_every_format() {
     let (code, out, _) = cli.run(&["--maxrows", "2", "-c", THREE], "");
     assert_eq!(code, 0);
     insta::assert_snapshot!("maxrows", out);
+
+    // Decimals and timestamps print exactly as `quiver bars` prints them.
+    let five = "SELECT * FROM market_data WHERE symbol = 'NVDA' AND timeframe = '1d' \
+                ORDER BY ts LIMIT 5";
+    let bars = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .args([
+                "bars",
+                "NVDA",
+                "--timeframe",
+                "1d",
+                "--limit",
+                "5",
+                "--format",
+                format,
+            ])
+            .current_dir(cli.dir())
+            .envs(cli.db.env())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (_, csv, _) = cli.run(&["--format", "csv", "-c", five], "");
+    assert_eq!(csv.trim_end(), bars("csv").trim_end());
+    assert!(csv.contains(",1.640625,"), "trailing zeros dropped: {csv}");
+    let (_, json, _) = cli.run(&["--format", "json", "-c", five], "");
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+    assert_eq!(parse(&json), parse(&bars("json")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,7 +531,7 @@ async fn golden_scripts_and_meta_commands() {
     insta::assert_snapshot!("order", out);
 
     // A script on stdin: multi-line statements and meta-commands.
-    let script = "\\d\n\\d market_data\n\\timing on\nSELECT symbol,\n  count(*) AS bars\nFROM market_data\nGROUP BY symbol\nORDER BY symbol;\n\\timing off\n\\format csv\nSELECT 'a;b' AS text; -- a semicolon in a string\n\\q\nSELECT 'never run';\n";
+    let script = "\\?\n\\d\n\\d market_data\n\\timing on\nSELECT symbol,\n  count(*) AS bars\nFROM market_data\nGROUP BY symbol\nORDER BY symbol;\n\\timing off\n\\format csv\nSELECT 'a;b' AS text; -- a semicolon in a string\n\\i two.sql\n\\q\nSELECT 'never run';\n";
     let (code, out, err) = cli.run(&[], script);
     assert_eq!((code, err.as_str()), (0, ""));
     insta::assert_snapshot!("stdin_script", out);
@@ -559,6 +588,15 @@ async fn interactive_shell_cancels_with_ctrl_c() {
     p.exp_string("(1 row)").unwrap();
     p.exp_string("quiver> ").unwrap();
 
+    // Tab completes keywords (in the case typed) and column names too.
+    for part in ["sel", "\t", " clo", "\t", " FROM market_d", "\t"] {
+        p.send(part).unwrap();
+    }
+    p.send_line(" WHERE symbol = 'NVDA' ORDER BY ts LIMIT 1;")
+        .unwrap();
+    p.exp_string("1.640625").unwrap();
+    p.exp_string("quiver> ").unwrap();
+
     // A statement over two lines runs at the `;`.
     p.send_line("SELECT 6 * 7").unwrap();
     p.send_line("AS answer;").unwrap();
@@ -581,6 +619,14 @@ async fn interactive_shell_cancels_with_ctrl_c() {
     p.exp_string("still here").unwrap();
     p.exp_string("quiver> ").unwrap();
     p.send_line("\\q").unwrap();
+    p.exp_eof().unwrap();
+
+    // Ctrl-D at an empty prompt leaves too.
+    let mut command = cli.command();
+    command.env("TERM", "xterm");
+    let mut p = rexpect::session::spawn_command(command, Some(30_000)).unwrap();
+    p.exp_string("quiver> ").unwrap();
+    p.send_control('d').unwrap();
     p.exp_eof().unwrap();
 
     let history = std::fs::read_to_string(cli.db.path("history.txt")).unwrap();
