@@ -130,8 +130,10 @@ async fn sql_rows(reader: &Reader, sql: &str) -> usize {
 
 /// The cache of the SQLite dataset, synced once.
 pub fn bench_cache(rt: &tokio::runtime::Runtime, sqlite: &quiver::Store) -> Cache {
-    let cache = Cache::new(common::bench_dir().join("cache-sqlite"));
-    let mut syncer = Syncer::new(sqlite.clone(), cache.clone(), None).expect("syncer");
+    let dir = common::bench_dir().join("cache-sqlite");
+    let cache = Cache::new(&dir);
+    let settings = quiver::config::CacheConfig::new(&dir);
+    let mut syncer = Syncer::new(sqlite.clone(), &settings, None).expect("syncer");
     rt.block_on(syncer.pass(false)).expect("sync");
     cache
 }

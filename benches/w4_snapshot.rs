@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use quiver::cache::Cache;
+use quiver::config::CacheConfig;
 use quiver::sync::Syncer;
 
 fn w4(c: &mut Criterion) {
@@ -22,7 +22,7 @@ fn w4(c: &mut Criterion) {
         group.throughput(Throughput::Elements(rows));
         let dir = tempfile::tempdir().expect("temp dir");
         let schema = common::config(backend).schema;
-        let mut syncer = Syncer::new(store, Cache::new(dir.path()), schema).expect("syncer");
+        let mut syncer = Syncer::new(store, &CacheConfig::new(dir.path()), schema).expect("syncer");
         group.bench_function(backend, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

@@ -1,6 +1,7 @@
 //! W6 (DESIGN.md §5): freshness. With the daemon running over the 4.9M-bar dataset, one bar
 //! is committed at a time (the next minute of SYM001, as a live feed would append it) and a
-//! reader polls the cache until it sees that bar; p50 and p99 over 100 commits, per backend.
+//! `Reader` polls the cache until `latest` returns that bar; p50 and p99 over 100 commits,
+//! per backend.
 //!
 //! `cargo bench --bench w6_freshness` (a bench binary, not criterion: each sample is a
 //! commit-to-visible latency, not a loop of identical calls).
@@ -10,8 +11,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use quiver::cache::{Cache, PartitionKey, read_file};
+use quiver::cache::Cache;
+use quiver::config::CacheConfig;
 use quiver::db::BarFilter;
+use quiver::read::Reader;
 use quiver::sync::Syncer;
 use quiver::{Bar, OnConflict, Symbol};
 use rust_decimal::Decimal;
@@ -28,7 +31,8 @@ async fn run(backend: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cache = Cache::new(dir.path());
     let schema = common::config(backend).schema;
-    let mut syncer = Syncer::new(store.clone(), cache.clone(), schema).expect("syncer");
+    let mut syncer =
+        Syncer::new(store.clone(), &CacheConfig::new(dir.path()), schema).expect("syncer");
     let started = Instant::now();
     syncer.pass(false).await.expect("snapshot");
     eprintln!("{backend}: initial snapshot in {:.2?}", started.elapsed());
@@ -53,6 +57,8 @@ async fn run(backend: &str) {
         .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let reader = Reader::new(cache.clone()).expect("reader");
+    let timeframe = "1m".parse().expect("timeframe");
 
     let mut latencies = Vec::with_capacity(COMMITS);
     for i in 0..COMMITS {
@@ -68,27 +74,27 @@ async fn run(backend: &str) {
             close: price,
             volume: Decimal::ONE,
         };
-        let key = PartitionKey::of("SYM001", "1m", ts.timestamp_micros()).expect("key");
         store
             .insert_bars(&[bar], OnConflict::Error)
             .await
             .expect("commit");
         let committed = Instant::now();
-        // The reader: a cheap readlink per poll; the manifest and the file only when the
-        // published version changed.
+        // The reader: one check for a new commit per poll; the bar is read when one came.
         let mut seen = None;
         loop {
-            let link = std::fs::read_link(cache.table_dir()).ok();
-            if seen.is_none() || link != seen {
-                seen = link;
-                let visible = cache.current().ok().flatten().is_some_and(|m| {
-                    m.partitions
-                        .iter()
-                        .find(|p| p.key == key)
-                        .filter(|p| p.max_ts >= ts.timestamp_micros())
-                        .and_then(|p| read_file(&cache.table_dir().join(&p.file)).ok())
-                        .is_some_and(|(_, data)| data.ts.contains(&ts.timestamp_micros()))
-                });
+            let version = reader
+                .snapshot()
+                .await
+                .expect("snapshot")
+                .map(|s| s.version());
+            if version != seen {
+                seen = version;
+                let bars = reader.latest(&symbol, timeframe).await.expect("latest");
+                let visible = bars
+                    .to_bars()
+                    .expect("bars")
+                    .last()
+                    .is_some_and(|b| b.ts == ts);
                 if visible {
                     latencies.push(committed.elapsed());
                     break;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use quiver::cache::Cache;
+use quiver::config::CacheConfig;
 use quiver::read::{BarsRequest, Reader};
 use quiver::sync::Syncer;
 use quiver::{Bar, OnConflict, Symbol};
@@ -43,11 +44,14 @@ fn main() {
     let dir = common::bench_dir().join("cache-w7");
     let _ = std::fs::remove_dir_all(&dir);
     let cache = Cache::new(&dir);
-    let mut syncer = Syncer::new(store.clone(), cache.clone(), None).expect("syncer");
+    let mut syncer = Syncer::new(store.clone(), &CacheConfig::new(&dir), None).expect("syncer");
     let started = Instant::now();
     rt.block_on(syncer.pass(false)).expect("snapshot");
     eprintln!("initial snapshot in {:.2?}", started.elapsed());
-    let first_generation = cache.current().expect("manifest").map(|m| m.generation);
+    let first_version = rt
+        .block_on(cache.current())
+        .expect("table")
+        .map(|s| s.version());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = rt.spawn(async move {
@@ -135,7 +139,10 @@ fn main() {
     std::thread::sleep(Duration::from_millis(1500));
     let _ = stop_tx.send(());
     rt.block_on(daemon).expect("daemon").expect("daemon run");
-    let last_generation = cache.current().expect("manifest").map(|m| m.generation);
+    let last_version = rt
+        .block_on(cache.current())
+        .expect("table")
+        .map(|s| s.version());
 
     latencies.sort();
     let queries = latencies.len();
@@ -150,8 +157,8 @@ fn main() {
     println!(
         "meanwhile: {} bars committed, versions {:?} -> {:?} published by the daemon; reader {:?}",
         written.len(),
-        first_generation,
-        last_generation,
+        first_version,
+        last_version,
         reader.stats()
     );
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 
-use crate::cache::Cache;
+use crate::cache::{AsOf, Cache};
 use crate::config::Config;
 use crate::daemon;
 use crate::db::{BarFilter, OnConflict, Store};
@@ -81,6 +81,9 @@ pub enum Command {
     },
     /// Compare the cache with the table, partition by partition; exit 1 on a difference.
     Verify,
+    /// Delete the files and log entries that no version younger than `cache.retention` needs
+    /// (the daemon does this by itself once an hour).
+    Vacuum,
     /// Print bars of one series from the cache, after an exact warmup.
     Bars(BarsArgs),
     /// SQL over the cache (`market_data`) and the database (`live.market_data`): the
@@ -121,6 +124,10 @@ pub struct BarsArgs {
     /// At most N bars of the range.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Read an older version of the cache: a version number (the Delta table's own, as
+    /// `quiver status` lists them) or a time (RFC 3339 or a date).
+    #[arg(long, value_name = "VERSION|TIME")]
+    pub as_of: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = BarsFormat::Table)]
     pub format: BarsFormat,
@@ -388,9 +395,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             )?;
         }
         Command::Sync { watch, full } => {
-            let cache = Cache::new(&config.cache.dir);
-            let mut syncer =
-                Syncer::new(store()?, cache, config.database.schema.clone())?.with_progress(true);
+            let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?
+                .with_progress(true);
             if watch {
                 if full {
                     let report = syncer.pass(true).await?;
@@ -409,7 +415,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         }
         Command::Status { format } => {
             let cache = Cache::new(&config.cache.dir);
-            let status = status(&store()?, &cache).await?;
+            let status = status(&store()?, &cache, config.cache.retention).await?;
             let text = match format {
                 StatusFormat::Json => serde_json::to_string_pretty(&status)
                     .map_err(|e| Error::invalid(format!("status: {e}")))?,
@@ -419,6 +425,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         }
         Command::Bars(args) => {
             let (start, end) = time_range(args.start.as_deref(), args.end.as_deref())?;
+            let as_of = match &args.as_of {
+                Some(v) => v.parse()?,
+                None => AsOf::Latest,
+            };
             let request = BarsRequest {
                 symbol: args.symbol,
                 timeframe: args.timeframe,
@@ -426,6 +436,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 end,
                 warmup: args.warmup,
                 limit: args.limit,
+                as_of,
             };
             let bars = Reader::open(&config)?.bars(&request).await?;
             w(out, output::bars(&bars, args.format)?)?;
@@ -439,6 +450,22 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             w(out, output::bars(&bars, format)?)?;
         }
         Command::Sql(args) => return run_sql(&config, &args, out).await,
+        Command::Vacuum => {
+            let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?;
+            let r = syncer.vacuum().await?;
+            w(
+                out,
+                format!(
+                    "vacuumed: {} files ({} bytes) of versions older than {}, {} orphaned files, \
+                     {} log entries",
+                    r.files,
+                    r.bytes,
+                    humantime::format_duration(config.cache.retention),
+                    r.orphans,
+                    r.log_entries
+                ),
+            )?;
+        }
         Command::Verify => {
             let cache = Cache::new(&config.cache.dir);
             let report = verify(&store()?, &cache).await?;

@@ -45,8 +45,30 @@ pub struct DatabaseConfig {
 /// `[cache]`
 #[derive(Clone, Debug, PartialEq)]
 pub struct CacheConfig {
-    /// Folder of the Parquet cache; the table goes to `<dir>/market_data/`.
+    /// Folder of the cache: the Delta table in `<dir>/delta/market_data/`, the plain view in
+    /// `<dir>/market_data/`.
     pub dir: PathBuf,
+    /// How long a replaced version stays readable (time travel, and queries still running on
+    /// it); vacuum deletes files only older versions need.
+    pub retention: Duration,
+    /// A checkpoint of the Delta log every this many commits.
+    pub checkpoint_interval: u64,
+}
+
+impl CacheConfig {
+    /// The default retention: one day (see the README for why).
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+    /// The default checkpoint interval.
+    pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 100;
+
+    /// The cache under `dir` with the default settings.
+    pub fn new(dir: impl Into<PathBuf>) -> CacheConfig {
+        CacheConfig {
+            dir: dir.into(),
+            retention: Self::DEFAULT_RETENTION,
+            checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
+        }
+    }
 }
 
 /// `[sync]`
@@ -87,9 +109,7 @@ impl Default for Config {
                 schema: None,
                 max_connections: 8,
             },
-            cache: CacheConfig {
-                dir: DEFAULT_CACHE_DIR.into(),
-            },
+            cache: CacheConfig::new(DEFAULT_CACHE_DIR),
             sync: SyncConfig {
                 poll_interval: Duration::from_secs(1),
             },
@@ -131,6 +151,8 @@ struct FileDatabase {
 #[serde(deny_unknown_fields)]
 struct FileCache {
     dir: Option<PathBuf>,
+    retention: Option<String>,
+    checkpoint_interval: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -184,6 +206,16 @@ impl Config {
             config.database.max_connections = n;
         }
         config.cache.dir = base.join(file.cache.dir.unwrap_or_else(|| DEFAULT_CACHE_DIR.into()));
+        if let Some(r) = file.cache.retention {
+            config.cache.retention =
+                humantime::parse_duration(&r).map_err(|e| format!("cache.retention {r:?}: {e}"))?;
+        }
+        if let Some(n) = file.cache.checkpoint_interval {
+            if n == 0 {
+                return Err("cache.checkpoint_interval must be at least 1".into());
+            }
+            config.cache.checkpoint_interval = n;
+        }
         if let Some(p) = file.sync.poll_interval {
             config.sync.poll_interval = humantime::parse_duration(&p)
                 .map_err(|e| format!("sync.poll_interval {p:?}: {e}"))?;
@@ -283,6 +315,11 @@ mod tests {
         assert_eq!(c.database.url, "sqlite:///srv/q/data/market.db");
         assert_eq!(c.cache.dir, PathBuf::from("/srv/q/data/cache"));
         assert_eq!(c.sync.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.cache.retention, CacheConfig::DEFAULT_RETENTION);
+        assert_eq!(
+            c.cache.checkpoint_interval,
+            CacheConfig::DEFAULT_CHECKPOINT_INTERVAL
+        );
     }
 
     #[test]

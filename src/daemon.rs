@@ -34,7 +34,7 @@ pub async fn run(
     poll_interval: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    syncer.set_background_cleanup(true);
+    syncer.set_background_maintenance(true);
     let wake = Arc::new(Notify::new());
     let _watch = Watch::start(syncer.store(), wake.clone()).await?;
     tokio::pin!(shutdown);
@@ -54,7 +54,7 @@ pub async fn run(
                 () = &mut shutdown => {
                     match tokio::time::timeout(SHUTDOWN_GRACE, &mut pass).await {
                         Ok(Ok(_)) => tracing::info!("stopped after finishing the pass"),
-                        _ => tracing::info!("stopped; the interrupted pass published nothing"),
+                        _ => tracing::info!("stopped; the interrupted pass committed nothing"),
                     }
                     return Ok(());
                 }
@@ -95,7 +95,10 @@ pub async fn run(
 }
 
 fn retryable(e: &Error) -> bool {
-    matches!(e, Error::Database(_) | Error::Sqlite(_) | Error::Io { .. })
+    matches!(
+        e,
+        Error::Database(_) | Error::Sqlite(_) | Error::Io { .. } | Error::Storage { .. }
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -142,6 +142,44 @@ pub enum Error {
     /// Applying or reverting migrations failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+
+    /// Reading or writing the cache's storage (local disk or an object store) failed.
+    #[error("{path}: {source}")]
+    Storage {
+        /// The object or file, relative to the cache's Delta table.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// The Delta log holds something quiver cannot read (a torn or foreign entry, a table
+    /// feature it does not support).
+    #[error("{path}: {message}")]
+    DeltaLog {
+        /// The log entry.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// Another writer committed the version this one tried to commit: two syncers on one cache.
+    #[error(
+        "version {version} of {table} was committed by another writer ({other}); only one \
+         `quiver sync` may write a cache: this one stops"
+    )]
+    CommitConflict {
+        /// The Delta table.
+        table: String,
+        /// The version both tried to commit.
+        version: u64,
+        /// Who committed it, as its commit says (`quiver on <host> pid <pid>`), when known.
+        other: String,
+    },
+
+    /// A version asked for by `--as-of` is not (or no longer) in the table.
+    #[error("{0}")]
+    NoSuchVersion(String),
 }
 
 /// What [`Error::EmptyRange`] reports: the range asked for and what the cache holds.

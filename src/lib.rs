@@ -12,7 +12,9 @@
 //!   the change log that the sync daemon consumes.
 //! - [`import`]: Yahoo, backtrader, Binance and CSV files, all-or-nothing.
 //! - [`generate`]: deterministic synthetic bars for benchmarks and tests.
-//! - [`cache`]: the Parquet cache on disk: layout, manifest, atomic publication.
+//! - [`feed`]: the change feed's types: changed days and positions.
+//! - [`delta`]: the Delta Lake log: actions, create-only commits, checkpoints.
+//! - [`cache`]: the cache on disk: `market_data` as a Delta table, and the plain view.
 //! - [`read`]: range reads with exact warmup, streams, merged series and the latest bar, and
 //!   `market_data` as a DataFusion table; [`functions`]: SQL functions for bar work.
 //! - [`sql`]: the `quiver sql` shell: SQL over the cache and, read-only, the live table.
@@ -39,8 +41,10 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod delta;
 pub mod error;
 mod failpoint;
+pub mod feed;
 pub mod functions;
 pub mod generate;
 pub mod import;

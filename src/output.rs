@@ -47,24 +47,73 @@ pub fn status_table(status: &Status) -> Result<String> {
         .position
         .as_ref()
         .and_then(|p| serde_json::to_string(p).ok());
+    let when = |ms: i64| {
+        DateTime::from_timestamp_millis(ms)
+            .map(|t| format_ts(&t))
+            .unwrap_or_else(|| "-".into())
+    };
+    let h = &status.history;
+    let retained = match (h.oldest, h.newest) {
+        (Some(a), Some(b)) => format!("{} (versions {a} to {b})", b - a + 1),
+        _ => "-".into(),
+    };
+    let recent = h
+        .recent
+        .iter()
+        .rev()
+        .map(|v| {
+            format!(
+                "{} {} {} (+{} -{} files)",
+                v.version,
+                when(v.committed_ms),
+                v.operation,
+                v.added,
+                v.removed
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let rows: Vec<(&str, String)> = vec![
         ("backend", status.backend.clone()),
         ("database", status.database.clone()),
         ("cache dir", status.cache_dir.clone()),
-        ("version", or_none(status.generation.map(|g| g.to_string()))),
+        ("delta table", status.table_dir.clone()),
+        ("version", or_none(status.version.map(|g| g.to_string()))),
+        (
+            "committed at",
+            or_none(status.committed_at.as_ref().map(format_ts)),
+        ),
         ("partitions", status.partitions.to_string()),
         ("files", status.files.to_string()),
         ("rows", status.rows.to_string()),
         ("bytes", status.bytes.to_string()),
-        (
-            "published at",
-            or_none(status.published_at.as_ref().map(format_ts)),
-        ),
         ("position", or_none(position)),
         ("pending changes", status.pending_changes.to_string()),
         (
             "lag",
             or_none(status.lag_seconds.map(|s| format!("{s:.3} s"))),
+        ),
+        (
+            "retention",
+            humantime::format_duration(std::time::Duration::from_secs(status.retention_seconds))
+                .to_string(),
+        ),
+        ("retained versions", retained),
+        (
+            "last checkpoint",
+            or_none(h.checkpoint.map(|c| c.to_string())),
+        ),
+        (
+            "recent versions",
+            if recent.is_empty() {
+                "-".into()
+            } else {
+                recent
+            },
+        ),
+        (
+            "plain view at",
+            or_none(status.view_version.map(|v| format!("version {v}"))),
         ),
     ];
     let batch = RecordBatch::try_from_iter([

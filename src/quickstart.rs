@@ -107,7 +107,7 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
     writeln!(out, "market_data now holds:").map_err(io)?;
     writeln!(out, "{}", output::series_table(&store.summary().await?)?).map_err(io)?;
     let cache = Cache::new(&config.cache.dir);
-    let mut syncer = Syncer::new(store.clone(), cache.clone(), config.database.schema.clone())?
+    let mut syncer = Syncer::new(store.clone(), &config.cache, config.database.schema.clone())?
         .with_progress(true);
     let report = syncer.pass(false).await?;
     writeln!(out, "sync: {report}").map_err(io)?;
@@ -116,7 +116,7 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
     writeln!(
         out,
         "{}",
-        output::status_table(&status(store, &cache).await?)?
+        output::status_table(&status(store, &cache, config.cache.retention).await?)?
     )
     .map_err(io)?;
     // What a backtest asks for: bars from a point in time, after exact warmup bars.

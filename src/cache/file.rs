@@ -16,7 +16,7 @@ use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 
-use super::PartitionKey;
+use super::layout::PartitionKey;
 use crate::error::{Error, Result};
 use crate::model::{CACHE_PRECISION, CACHE_SCALE};
 
@@ -125,31 +125,33 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
-/// Writes `data` to `path` (which must not exist yet) and flushes it to the device; returns
-/// the file's size in bytes.
-pub fn write(path: &Path, key: &PartitionKey, data: &PartitionData) -> Result<u64> {
+/// The Parquet file of `data`, in memory: the table writes it through its object store.
+pub fn encode(key: &PartitionKey, data: &PartitionData) -> Result<Vec<u8>> {
     let batch = data.to_batch(key)?;
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    let mut writer = ArrowWriter::try_new(file, schema(), Some(writer_properties()))?;
+    let mut out = Vec::with_capacity(64 + data.len() * 40);
+    let mut writer = ArrowWriter::try_new(&mut out, schema(), Some(writer_properties()))?;
     writer.write(&batch)?;
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(|e| Error::io(path, e))?;
-    Ok(file.metadata().map_err(|e| Error::io(path, e))?.len())
+    writer.close()?;
+    Ok(out)
 }
 
-/// Reads a partition file back: its `(symbol, timeframe)` values and rows. Used by `verify`;
-/// readers of the cache go through DataFusion.
+/// Reads a partition file back: its `(symbol, timeframe)` values and rows. Used by `verify`
+/// and compaction; readers of the cache go through DataFusion. A file that is not a Parquet
+/// file of the cache's schema is an error naming it.
 pub fn read(path: &Path) -> Result<(Vec<(String, String)>, PartitionData)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let unreadable = |e: &dyn std::fmt::Display| Error::Format {
+        file: path.into(),
+        message: format!("unreadable Parquet file: {e}"),
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| unreadable(&e))?
+        .build()
+        .map_err(|e| unreadable(&e))?;
     let mut series = Vec::new();
     let mut data = PartitionData::default();
     for batch in reader {
-        let batch = batch?;
+        let batch = batch.map_err(|e| unreadable(&e))?;
         if batch.schema().fields() != schema().fields() {
             return Err(Error::Format {
                 file: path.into(),

@@ -12,10 +12,11 @@ use sqlx::{AssertSqlSafe, ConnectOptions, PgPool, Postgres, QueryBuilder, Row, T
 
 use futures_util::StreamExt;
 
-use super::{BarFilter, ChangeBatch, ChangedDay, FeedPosition, OnConflict, SeriesSummary};
+use super::{BarFilter, OnConflict, SeriesSummary};
 use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker, VALUE_COLUMNS};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
+use crate::feed::{ChangeBatch, ChangedDay, FeedPosition};
 use crate::model::{Bar, Symbol, Timeframe, fixed8_from_decimal, format_ts};
 
 /// Bytes of COPY text sent per message.

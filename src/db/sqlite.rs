@@ -11,9 +11,10 @@ use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool,
 
 use futures_util::StreamExt;
 
-use super::{BarFilter, ChangeBatch, ChangedDay, FeedPosition, OnConflict, SeriesSummary};
+use super::{BarFilter, OnConflict, SeriesSummary};
 use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker, VALUE_COLUMNS};
 use crate::error::{Error, Result};
+use crate::feed::{ChangeBatch, ChangedDay, FeedPosition};
 use crate::model::{
     Bar, Symbol, Timeframe, decimal_text, fixed8_from_text, format_ts, ts_from_micros,
 };
@@ -116,7 +117,7 @@ impl Writer {
             };
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for bar in chunk {
-                let day = super::day_of(&bar.ts);
+                let day = crate::feed::day_of(&bar.ts);
                 if self
                     .days
                     .last()

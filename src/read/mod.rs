@@ -2,7 +2,7 @@
 //! DataFusion table for SQL.
 //!
 //! A [`Reader`] is cheap to clone and meant to live as long as the program: it keeps the
-//! published version's manifest, the open partition files (memory-mapped by default) and their
+//! table's newest version (its live files and their statistics), the open partition files (memory-mapped by default) and their
 //! parsed footers and page indexes, and a DataFusion session with `market_data` registered.
 //! Every query takes the version published at that moment, so a reader sees what the daemon
 //! publishes on its next query; a query in flight keeps its own version to the end.
@@ -22,8 +22,7 @@
 //! # store.migrate().await?;
 //! # let options = quiver::generate::GenerateOptions::new(1, 5, "1m".parse()?, 42);
 //! # store.insert_bars(&quiver::generate::generate_vec(&options)?, OnConflict::Error).await?;
-//! # let cache = quiver::cache::Cache::new(&config.cache.dir);
-//! # Syncer::new(store, cache, None)?.pass(false).await?;
+//! # Syncer::new(store, &config.cache, None)?.pass(false).await?;
 //!
 //! // `config` as `Config::load(None)?` gives it: config.toml, QUIVER_* variables.
 //! let reader = Reader::open(&config)?;
@@ -82,7 +81,7 @@ pub use files::{FileCache, FileCacheStats, IoMode, OpenFile, TsPage};
 pub use snapshot::{Snapshot, Snapshots};
 pub use table::CacheTable;
 
-use crate::cache::{Cache, PartitionEntry, TABLE, schema};
+use crate::cache::{AsOf, Cache, DataFile, TABLE, schema};
 use crate::config::{Config, ReadConfig};
 use crate::error::{Error, Result};
 use crate::model::{Bar, Symbol, Timeframe, decimal_from_fixed8, format_ts, ts_from_micros};
@@ -108,6 +107,8 @@ pub struct BarsRequest {
     pub warmup: usize,
     /// At most this many bars of the range.
     pub limit: Option<usize>,
+    /// The version read: the newest, or an older one (time travel).
+    pub as_of: AsOf,
 }
 
 impl BarsRequest {
@@ -120,6 +121,7 @@ impl BarsRequest {
             end: None,
             warmup: 0,
             limit: None,
+            as_of: AsOf::Latest,
         }
     }
 
@@ -144,6 +146,12 @@ impl BarsRequest {
     /// At most `n` bars of the range.
     pub fn with_limit(mut self, n: usize) -> BarsRequest {
         self.limit = Some(n);
+        self
+    }
+
+    /// Reads the version `as_of` names instead of the newest (time travel).
+    pub fn with_as_of(mut self, as_of: AsOf) -> BarsRequest {
+        self.as_of = as_of;
         self
     }
 
@@ -384,10 +392,12 @@ impl Reader {
         }
         let ctx = SessionContext::new_with_config(config);
         crate::functions::register(&ctx);
-        ctx.register_table(
-            TABLE,
-            Arc::new(CacheTable::new(snapshots.clone(), files.clone())),
-        )?;
+        let table = CacheTable::new(snapshots.clone(), files.clone());
+        ctx.register_udtf(
+            "market_data_as_of",
+            Arc::new(table::AsOfFunction::new(table.as_of(AsOf::Latest))),
+        );
+        ctx.register_table(TABLE, Arc::new(table))?;
         let parquet = ctx.state().table_options().parquet.clone();
         Ok(Reader {
             inner: Arc::new(Inner {
@@ -417,15 +427,20 @@ impl Reader {
         &self.inner.options
     }
 
-    /// The version published now (`None` before the first sync).
-    pub fn snapshot(&self) -> Result<Option<Arc<Snapshot>>> {
-        self.inner.snapshots.current()
+    /// The newest version (`None` before the first sync).
+    pub async fn snapshot(&self) -> Result<Option<Arc<Snapshot>>> {
+        self.inner.snapshots.current().await
     }
 
-    fn published(&self) -> Result<Arc<Snapshot>> {
-        self.snapshot()?.ok_or_else(|| Error::EmptyCache {
-            dir: self.cache().root().to_path_buf(),
-        })
+    /// The version `as_of` names (time travel), or the newest.
+    pub async fn snapshot_at(&self, as_of: AsOf) -> Result<Arc<Snapshot>> {
+        self.inner
+            .snapshots
+            .at(as_of)
+            .await?
+            .ok_or_else(|| Error::EmptyCache {
+                dir: self.cache().root().to_path_buf(),
+            })
     }
 
     /// Counters since the reader was opened.
@@ -458,7 +473,7 @@ impl Reader {
     async fn open_stream(&self, request: &BarsRequest, whole: bool) -> Result<BarStream> {
         let started = Instant::now();
         request.check()?;
-        let snapshot = self.published()?;
+        let snapshot = self.snapshot_at(request.as_of).await?;
         let scan = self.plan_series(&snapshot, request, true)?;
         let start = request.start.map(|t| t.timestamp_micros());
         let stream = self.run_series(scan, true, whole)?;
@@ -479,7 +494,13 @@ impl Reader {
         let Some(first) = requests.first() else {
             return Err(Error::invalid("a merged read needs at least one series"));
         };
-        let snapshot = self.published()?;
+        let snapshot = self.snapshot_at(first.as_of).await?;
+        if let Some(other) = requests.iter().find(|r| r.as_of != first.as_of) {
+            return Err(Error::invalid(format!(
+                "a merged read is of one version: {:?} and {:?} differ",
+                first.as_of, other.as_of
+            )));
+        }
         let mut streams = Vec::with_capacity(requests.len());
         let mut scans = Vec::with_capacity(requests.len());
         for request in requests {
@@ -524,7 +545,7 @@ impl Reader {
 
     /// The latest bar of a series.
     pub async fn latest(&self, symbol: &Symbol, timeframe: Timeframe) -> Result<Bars> {
-        let snapshot = self.published()?;
+        let snapshot = self.snapshot_at(AsOf::Latest).await?;
         let entries = self.series_entries(&snapshot, symbol, timeframe)?;
         let last = entries.iter().map(|p| p.max_ts).max().unwrap_or(i64::MIN);
         let at = ts_from_micros(last)?;
@@ -539,7 +560,7 @@ impl Reader {
         snapshot: &'s Snapshot,
         symbol: &Symbol,
         timeframe: Timeframe,
-    ) -> Result<Vec<&'s PartitionEntry>> {
+    ) -> Result<&'s [Arc<DataFile>]> {
         let timeframe = timeframe.to_string();
         let entries = snapshot.series(symbol.as_str(), &timeframe);
         if entries.is_empty() {
@@ -569,7 +590,7 @@ impl Reader {
         let end = request.end.map_or(i64::MAX, |t| t.timestamp_micros());
         let limit = request.limit.unwrap_or(usize::MAX);
         let files = &self.inner.files;
-        let open = |p: &PartitionEntry| files.open(&snapshot.path(p));
+        let open = |p: &DataFile| files.open(&snapshot.path(p));
         // No file overlaps the range: nothing to scan for it.
         let range_files = entries.iter().any(|p| p.max_ts >= start && p.min_ts <= end);
         if single && !range_files && limit > 0 {
@@ -614,8 +635,8 @@ impl Reader {
                 }
             }
         }
-        let needed: Vec<&PartitionEntry> = entries
-            .into_iter()
+        let needed: Vec<&Arc<DataFile>> = entries
+            .iter()
             .filter(|p| p.max_ts >= lo && p.min_ts <= hi)
             .collect();
         let rows: u64 = needed.iter().map(|p| p.rows).sum();

@@ -1,90 +1,64 @@
-//! The published version as readers see it: the manifest, parsed once per publication, with
-//! the partitions of each series in time order.
+//! The versions readers see: the Delta table's newest version, followed commit by commit, and
+//! older versions for time travel.
 //!
-//! Every query starts by reading the `market_data` link (one `readlink`); only when it points at
-//! a new version is that version's manifest read. So a reader that stays open sees each
-//! publication on its next query, with no restart and no directory listing: the file list
-//! comes from the manifest the syncer published, never from listing folders (DataFusion's own
-//! listing cache would otherwise keep serving the old list).
+//! Opening reads the newest checkpoint and the commits after it. Then every query makes one
+//! cheap check, whether the next commit exists (one `stat` on a local disk), and only when it
+//! does are the new commits read and applied to a copy of the version it has: the log is never
+//! replayed. A query keeps the version it started on to its end. Every second the check also
+//! reads `_last_checkpoint`, so a reader left idle while old commits were cleaned up reloads
+//! from the newer checkpoint instead of waiting for a commit that is gone.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use crate::cache::{Cache, Manifest, PartitionEntry};
-use crate::error::{Error, Result};
+use crate::cache::{AsOf, Cache, DataFile, LoadOptions, Table, TableState};
+use crate::error::Result;
 
-/// One published version.
+/// How often a reader also looks at `_last_checkpoint`.
+const POINTER_CHECK: Duration = Duration::from_secs(1);
+/// Older versions kept loaded for time travel.
+const PINNED: usize = 4;
+
+/// One version of the table as a reader uses it.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Its manifest.
-    pub manifest: Manifest,
-    /// Its folder; partition files are under it.
-    pub dir: PathBuf,
-    /// `(timeframe, symbol)` → indexes into `manifest.partitions`, ordered by time.
-    series: HashMap<(String, String), Vec<usize>>,
+    /// The version.
+    pub state: TableState,
+    root: PathBuf,
 }
 
 impl Snapshot {
-    fn new(manifest: Manifest, dir: PathBuf) -> Snapshot {
-        let mut series: HashMap<(String, String), Vec<usize>> = HashMap::new();
-        for (i, p) in manifest.partitions.iter().enumerate() {
-            series
-                .entry((p.key.timeframe.clone(), p.key.symbol.clone()))
-                .or_default()
-                .push(i);
-        }
-        for files in series.values_mut() {
-            files.sort_by_key(|&i| manifest.partitions[i].min_ts);
-        }
-        Snapshot {
-            manifest,
-            dir,
-            series,
-        }
+    /// The version number (the Delta table's own).
+    pub fn version(&self) -> u64 {
+        self.state.version()
     }
 
-    /// The version number.
-    pub fn generation(&self) -> u64 {
-        self.manifest.generation
-    }
-
-    /// The partitions of one series, oldest first; empty when the cache has no such series.
-    pub fn series(&self, symbol: &str, timeframe: &str) -> Vec<&PartitionEntry> {
-        self.series
-            .get(&(timeframe.to_string(), symbol.to_string()))
-            .map(|files| {
-                files
-                    .iter()
-                    .map(|&i| &self.manifest.partitions[i])
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The files of one series, oldest first; empty when the cache has no such series.
+    pub fn series(&self, symbol: &str, timeframe: &str) -> &[Arc<DataFile>] {
+        self.state.series(timeframe, symbol)
     }
 
     /// The timeframes held for `symbol`, sorted.
     pub fn timeframes_of(&self, symbol: &str) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .series
-            .keys()
-            .filter(|(_, s)| s == symbol)
-            .map(|(tf, _)| tf.clone())
-            .collect();
-        out.sort();
-        out
+        self.state.timeframes_of(symbol)
     }
 
-    /// The absolute path of a partition's file in this version.
-    pub fn path(&self, entry: &PartitionEntry) -> PathBuf {
-        self.dir.join(&entry.file)
+    /// The absolute path of a data file.
+    pub fn path(&self, file: &DataFile) -> PathBuf {
+        self.root.join(&file.path)
     }
 }
 
-/// Follows the published link of one cache.
+/// Follows the Delta table of one cache.
 #[derive(Debug)]
 pub struct Snapshots {
     cache: Cache,
-    current: Mutex<Option<(PathBuf, Arc<Snapshot>)>>,
+    table: Mutex<Option<Table>>,
+    current: Mutex<Option<Arc<Snapshot>>>,
+    refreshing: tokio::sync::Mutex<()>,
+    pointer_checked: Mutex<Instant>,
+    pinned: Mutex<lru::LruCache<u64, Arc<Snapshot>>>,
 }
 
 impl Snapshots {
@@ -92,7 +66,13 @@ impl Snapshots {
     pub fn new(cache: Cache) -> Snapshots {
         Snapshots {
             cache,
+            table: Mutex::new(None),
             current: Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            pointer_checked: Mutex::new(Instant::now()),
+            pinned: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(PINNED).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -101,39 +81,102 @@ impl Snapshots {
         &self.cache
     }
 
-    /// The version published now; `None` before the first sync.
-    pub fn current(&self) -> Result<Option<Arc<Snapshot>>> {
-        let link = self.cache.table_dir();
-        let target = match std::fs::read_link(&link) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            // Not a link: let the cache explain what is wrong with it.
-            Err(_) => return self.cache.snapshot().map(|_| None),
-        };
-        {
-            let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((seen, snapshot)) = current.as_ref()
-                && *seen == target
-            {
-                return Ok(Some(snapshot.clone()));
-            }
+    fn table(&self) -> Result<Option<Table>> {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if table.is_none() {
+            *table = self.cache.existing_table()?;
         }
-        // A new version: read its manifest (outside the lock; readers of the old one go on).
-        let Some((manifest, dir)) = self.cache.snapshot()? else {
+        Ok(table.clone())
+    }
+
+    fn wrap(&self, table: &Table, state: TableState) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            state,
+            root: table.local_path("").unwrap_or_default(),
+        })
+    }
+
+    fn seen(&self) -> Option<Arc<Snapshot>> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The newest version; `None` before the first sync.
+    pub async fn current(&self) -> Result<Option<Arc<Snapshot>>> {
+        let Some(table) = self.table()? else {
             return Ok(None);
         };
-        let resolved = std::fs::read_link(&link).map_err(|e| Error::io(&link, e))?;
-        let snapshot = Arc::new(Snapshot::new(manifest, dir));
-        tracing::debug!(
-            generation = snapshot.generation(),
-            "reader sees a new version"
-        );
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        // Keyed by the link target the manifest was read under; if the link moved between
-        // the two reads, the next query simply reads the newer manifest.
-        if self.cache.root().join(&resolved) == snapshot.dir {
-            *current = Some((resolved, snapshot.clone()));
+        let check_pointer = {
+            let mut at = self
+                .pointer_checked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let due = at.elapsed() >= POINTER_CHECK;
+            if due {
+                *at = Instant::now();
+            }
+            due
+        };
+        if let Some(seen) = self.seen()
+            && !check_pointer
+            && !table.log().has_commit(seen.version() + 1).await?
+        {
+            return Ok(Some(seen));
         }
-        Ok(Some(snapshot))
+        // Something to read: one query reads it, the others wait for its result.
+        let _one = self.refreshing.lock().await;
+        let updated = match self.seen() {
+            None => table
+                .load(LoadOptions::default())
+                .await?
+                .map(|s| self.wrap(&table, s)),
+            Some(seen) => match table.refresh(&seen.state, check_pointer).await? {
+                Some(newer) => Some(self.wrap(&table, newer)),
+                None => Some(seen),
+            },
+        };
+        if let Some(s) = &updated {
+            tracing::debug!(version = s.version(), "reader at version");
+        }
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = updated.clone();
+        Ok(updated)
+    }
+
+    /// The version `as_of` names; `None` only for [`AsOf::Latest`] before the first sync.
+    pub async fn at(&self, as_of: AsOf) -> Result<Option<Arc<Snapshot>>> {
+        let Some(table) = self.table()? else {
+            return Ok(None);
+        };
+        let version = match as_of {
+            AsOf::Latest => return self.current().await,
+            AsOf::Version(v) => v,
+            AsOf::Time(t) => table.version_at(t).await?,
+        };
+        if let Some(current) = self.current().await?
+            && current.version() == version
+        {
+            return Ok(Some(current));
+        }
+        if let Some(s) = self
+            .pinned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&version)
+        {
+            return Ok(Some(s.clone()));
+        }
+        let state = table
+            .load_at(AsOf::Version(version), LoadOptions::default())
+            .await?;
+        let snapshot = state.map(|s| self.wrap(&table, s));
+        if let Some(s) = &snapshot {
+            self.pinned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .put(version, s.clone());
+        }
+        Ok(snapshot)
     }
 }

@@ -1,10 +1,11 @@
 //! `market_data` as a DataFusion table over the published version of the cache.
 //!
-//! Each scan takes the version published at that moment (see [`super::snapshot`]) and hands
-//! DataFusion only the partition files that can hold matching rows: equality and `IN` filters
-//! on `symbol` and `timeframe` select series exactly (every file holds one series, so those
-//! filters are answered by the file choice alone), and `ts` bounds drop files by the manifest's
-//! time range, so `ts` filters are applied only to files that straddle them. Inside those
+//! Each scan takes the table's version at that moment (see [`super::snapshot`]), or the one a
+//! time-travelling table is pinned to, and hands DataFusion only the files that can hold
+//! matching rows: equality and `IN` filters on `symbol` and `timeframe` select series exactly
+//! (every file holds one series, so those filters are answered by the file choice alone), and
+//! `ts` bounds drop files by their statistics' time range, so `ts` filters are applied only to
+//! files that straddle them. Inside those
 //! files DataFusion prunes row groups and pages by statistics and the page index. Files carry
 //! exact statistics (rows, `ts` range, the series), so `count(*)` and `min`/`max` of `ts` come
 //! from them; a scan of one series declares its `ts` order, so sorts on it are elided.
@@ -38,20 +39,35 @@ use datafusion::scalar::ScalarValue;
 
 use super::files::{FileCache, OpenFile, OpenFileReaderFactory};
 use super::snapshot::{Snapshot, Snapshots};
-use crate::cache::{PartitionEntry, schema};
+use crate::cache::{AsOf, DataFile, schema};
 use crate::error::{Error, Result};
 
-/// The cache's `market_data` table.
+/// The cache's `market_data` table: the newest version, or a version of the past.
 #[derive(Debug)]
 pub struct CacheTable {
     snapshots: Arc<Snapshots>,
     files: Arc<FileCache>,
+    as_of: AsOf,
 }
 
 impl CacheTable {
-    /// The table over the versions `snapshots` follows, reading through `files`.
+    /// The table over the versions `snapshots` follows, reading through `files`: each scan
+    /// reads the newest version.
     pub fn new(snapshots: Arc<Snapshots>, files: Arc<FileCache>) -> CacheTable {
-        CacheTable { snapshots, files }
+        CacheTable {
+            snapshots,
+            files,
+            as_of: AsOf::Latest,
+        }
+    }
+
+    /// The same table as of another version (time travel).
+    pub fn as_of(&self, as_of: AsOf) -> CacheTable {
+        CacheTable {
+            snapshots: self.snapshots.clone(),
+            files: self.files.clone(),
+            as_of,
+        }
     }
 }
 
@@ -98,7 +114,7 @@ fn ordering(columns: &[&str]) -> Result<LexOrdering> {
     LexOrdering::new(exprs).ok_or_else(|| Error::invalid("an ordering has columns"))
 }
 
-fn file_statistics(entry: &PartitionEntry) -> Statistics {
+fn file_statistics(entry: &DataFile) -> Statistics {
     let exact = |v: ScalarValue| Precision::Exact(v);
     let mut columns = vec![ColumnStatistics::new_unknown(); schema().fields().len()];
     for (i, value) in [
@@ -127,7 +143,7 @@ fn file_statistics(entry: &PartitionEntry) -> Statistics {
 /// so the scan keeps reading them even if their version is deleted meanwhile.
 pub(crate) fn scan_files(
     snapshot: &Snapshot,
-    entries: &[&PartitionEntry],
+    entries: &[&Arc<DataFile>],
     files: &FileCache,
     spec: ScanSpec<'_>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -139,7 +155,7 @@ pub(crate) fn scan_files(
         };
         return Ok(Arc::new(EmptyExec::new(projected)));
     }
-    let mut sorted: Vec<&PartitionEntry> = entries.to_vec();
+    let mut sorted: Vec<&Arc<DataFile>> = entries.to_vec();
     sorted.sort_by(|a, b| {
         (&a.key.symbol, &a.key.timeframe, a.min_ts).cmp(&(
             &b.key.symbol,
@@ -273,8 +289,22 @@ impl Bounds {
         }
     }
 
-    /// Whether a partition can hold matching rows.
-    pub fn admits(&self, p: &PartitionEntry) -> bool {
+    /// The files of `snapshot` that can hold matching rows: through the series index when
+    /// the filters name symbols and timeframes, else by looking at every file.
+    pub fn files<'s>(&self, snapshot: &'s Snapshot) -> Vec<&'s Arc<DataFile>> {
+        match (&self.symbols, &self.timeframes) {
+            (Some(symbols), Some(timeframes)) => symbols
+                .iter()
+                .flat_map(|s| timeframes.iter().map(move |t| (s, t)))
+                .flat_map(|(s, t)| snapshot.series(s, t))
+                .filter(|p| self.admits(p))
+                .collect(),
+            _ => snapshot.state.files().filter(|p| self.admits(p)).collect(),
+        }
+    }
+
+    /// Whether a file can hold matching rows.
+    pub fn admits(&self, p: &DataFile) -> bool {
         self.symbols
             .as_ref()
             .is_none_or(|s| s.contains(&p.key.symbol))
@@ -542,19 +572,14 @@ impl TableProvider for CacheTable {
         // during one planning) is retried on the newer one.
         let mut attempt = 0;
         loop {
-            let Some(snapshot) = self.snapshots.current()? else {
+            let Some(snapshot) = self.snapshots.at(self.as_of).await? else {
                 let projected = match projection {
                     Some(p) => Arc::new(schema().project(p)?),
                     None => schema(),
                 };
                 return Ok(Arc::new(EmptyExec::new(projected)));
             };
-            let entries: Vec<&PartitionEntry> = snapshot
-                .manifest
-                .partitions
-                .iter()
-                .filter(|p| bounds.admits(p))
-                .collect();
+            let entries = bounds.files(&snapshot);
             // The `ts` filters are exact: files inside them need no filtering; if any file
             // straddles one, the scan filters rows (and prunes pages) by them.
             let time_filters: Vec<&Expr> = filters
@@ -652,6 +677,55 @@ fn filtered(
             Ok(Arc::new(ProjectionExec::try_new(exprs, filter)?))
         }
         _ => Ok(filter),
+    }
+}
+
+/// `market_data_as_of(version)` or `market_data_as_of('2026-12-01T10:00:00Z')`: the table as
+/// of an older version of the cache, in SQL (the version is the Delta table's own number, the
+/// one Delta readers time-travel to; a time picks the newest version committed by then).
+#[derive(Debug)]
+pub struct AsOfFunction {
+    table: CacheTable,
+}
+
+impl AsOfFunction {
+    /// The function over `table`.
+    pub fn new(table: CacheTable) -> AsOfFunction {
+        AsOfFunction { table }
+    }
+}
+
+impl datafusion::catalog::TableFunctionImpl for AsOfFunction {
+    fn call_with_args(
+        &self,
+        args: datafusion::catalog::TableFunctionArgs,
+    ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        let usage = || {
+            datafusion::error::DataFusionError::Plan(
+                "market_data_as_of takes one argument: a version number (market_data_as_of(42)) \
+                 or a time (market_data_as_of('2026-12-01T10:00:00Z'))"
+                    .into(),
+            )
+        };
+        let [arg] = args.exprs() else {
+            return Err(usage());
+        };
+        let as_of = match arg {
+            Expr::Literal(ScalarValue::Int64(Some(v)), _) if *v >= 0 => AsOf::Version(*v as u64),
+            Expr::Literal(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::Utf8View(Some(s))
+                | ScalarValue::LargeUtf8(Some(s)),
+                _,
+            ) => s.parse::<AsOf>()?,
+            other => match micros_literal(other, true) {
+                Some(m) => {
+                    AsOf::Time(chrono::DateTime::from_timestamp_micros(m).ok_or_else(usage)?)
+                }
+                None => return Err(usage()),
+            },
+        };
+        Ok(Arc::new(self.table.as_of(as_of)))
     }
 }
 

@@ -152,11 +152,11 @@ async fn quickstart_on_the_embedded_default() {
     }
     // FESX 1m: 2 months; ^STOXX50E 5m: 1 month; NVDA 1d: one file.
     assert!(
-        stdout.contains("sync: published version 1 (snapshot): 37043 rows in 4 partitions written"),
+        stdout.contains("sync: committed version 0 (snapshot): 37043 rows in 4 partitions written"),
         "{stdout}"
     );
-    assert!(stdout.contains("| rows            | 37043 "), "{stdout}");
-    assert!(stdout.contains("| pending changes | 0 "), "{stdout}");
+    assert!(stdout.contains("| rows              | 37043 "), "{stdout}");
+    assert!(stdout.contains("| pending changes   | 0 "), "{stdout}");
     // It ends reading the cache: a warmup read as a table, then a shell query.
     for line in [
         "(2 warmup bars, then the range):",
@@ -170,7 +170,7 @@ async fn quickstart_on_the_embedded_default() {
     }
     assert!(
         dir.path()
-            .join("data/cache/market_data/manifest.json")
+            .join("data/cache/delta/market_data/_delta_log/00000000000000000000.json")
             .is_file()
     );
     let again = text(&run().stdout);

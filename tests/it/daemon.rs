@@ -9,7 +9,7 @@ use quiver::cache::Cache;
 
 use crate::both;
 use crate::harness::{Kind, TestDb, sample};
-use crate::sync::{assert_mirrored, parquet_rows, tree};
+use crate::sync::{Row, assert_mirrored, parquet_rows, rows_of_files, table_rows, tree};
 
 fn command(db: &TestDb, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_quiver"));
@@ -49,98 +49,192 @@ async fn import_sample(db: &TestDb, file: &str, symbol: &str, tf: &str) {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
-/// Starts `quiver sync` paused at `point` and kills it there with SIGKILL.
-fn kill_at(db: &TestDb, point: &str) {
-    let mut child = command(db, &["sync"])
+/// Starts `quiver <args>` paused at `point` and kills it there with SIGKILL.
+fn kill_at(db: &TestDb, args: &[&str], point: &str) {
+    let mut child = command(db, args)
         .env("QUIVER_PAUSE_AT", point)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines.next().expect("a line").unwrap();
+    let mut before = Vec::new();
+    let line = loop {
+        let Some(line) = lines.next() else {
+            panic!("quiver {args:?} ended before {point}: {before:#?}");
+        };
+        let line = line.unwrap();
+        if line.starts_with("quiver: paused at") {
+            break line;
+        }
+        before.push(line);
+    };
     assert_eq!(line, format!("quiver: paused at {point}"));
     child.kill().unwrap(); // SIGKILL: no destructor, no cleanup
     child.wait().unwrap();
 }
 
+fn sync_ok(db: &TestDb) {
+    let out = run(db, &["sync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+async fn version(db: &TestDb) -> Option<u64> {
+    Cache::new(&db.config.cache.dir)
+        .current()
+        .await
+        .unwrap()
+        .map(|s| s.version())
+}
+
+/// The rows of the table's newest version, read from its data files (not the plain view).
+async fn delta_rows(db: &TestDb) -> Vec<Row> {
+    let cache = Cache::new(&db.config.cache.dir);
+    let state = cache.current().await.unwrap().unwrap();
+    let table = cache.existing_table().unwrap().unwrap();
+    let files: Vec<std::path::PathBuf> = state
+        .files()
+        .map(|f| table.local_path(&f.path).unwrap())
+        .collect();
+    rows_of_files(&files)
+}
+
+/// Every partition folder of the plain view holds the rows of one version of it: the
+/// partition as in `old` or as in `new`, whole.
+fn view_partitions_are_whole(db: &TestDb, old: &[Row], new: &[Row]) {
+    let view = db.config.cache.dir.join("market_data");
+    for tf in std::fs::read_dir(&view).unwrap() {
+        for sym in std::fs::read_dir(tf.unwrap().path()).unwrap() {
+            for period in std::fs::read_dir(sym.unwrap().path()).unwrap() {
+                let dir = period.unwrap().path();
+                let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect();
+                let rows = rows_of_files(&files);
+                let (symbol, tf) = (&rows[0].0, &rows[0].1);
+                let (lo, hi) = (rows[0].2, rows[rows.len() - 1].2);
+                let part = |all: &[Row]| -> Vec<Row> {
+                    all.iter()
+                        .filter(|r| &r.0 == symbol && &r.1 == tf && r.2 >= lo && r.2 <= hi)
+                        .cloned()
+                        .collect()
+                };
+                assert!(
+                    rows == part(old) || rows == part(new),
+                    "{} holds neither version of its partition",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
 both!(
     daemon_stops_on_sigint,
-    kill_9_at_every_step_leaves_the_published_cache_intact,
+    kill_9_at_every_step_leaves_the_cache_readable_and_exact,
     daemon_follows_writes_and_stops_on_sigterm,
     status_and_verify_report_the_cache
 );
 
-async fn kill_9_at_every_step_leaves_the_published_cache_intact(db: TestDb) {
+async fn kill_9_at_every_step_leaves_the_cache_readable_and_exact(db: TestDb) {
     let cache_dir = db.config.cache.dir.clone();
+    // Checkpoint after every commit and keep nothing old, so both can be interrupted too.
+    std::fs::write(
+        db.dir.path().join("config.toml"),
+        "[cache]\ncheckpoint_interval = 1\nretention = \"0s\"\n",
+    )
+    .unwrap();
     import_sample(&db, "2006-min-005.txt", "^STOXX50E", "5m").await;
 
-    // Killed during the very first snapshot: nothing is published, the next pass converges.
-    kill_at(&db, "after-file");
-    assert!(Cache::new(&cache_dir).current().unwrap().is_none());
-    let out = run(&db, &["sync"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Killed during the very first snapshot: no version exists, the next pass converges.
+    kill_at(&db, &["sync"], "after-file");
+    assert_eq!(version(&db).await, None);
+    sync_ok(&db);
     assert_mirrored(&db, "first pass after a crash").await;
-    let published = parquet_rows(&cache_dir);
+    let v0 = parquet_rows(&cache_dir);
 
-    // New data; each kill before the link swap leaves exactly the old version readable.
+    // New data. Killed after writing a file: the cache stays at its version, whole.
     import_sample(&db, "nvda-1999-2014.txt", "NVDA", "1d").await;
     db.plain_sql(
         "DELETE FROM market_data WHERE symbol = '^STOXX50E' AND ts IN \
          (SELECT ts FROM market_data WHERE symbol = '^STOXX50E' ORDER BY ts LIMIT 10)",
     )
     .await;
-    for point in ["after-file", "before-publish"] {
-        kill_at(&db, point);
-        let cache = Cache::new(&cache_dir);
-        assert_eq!(cache.current().unwrap().unwrap().generation, 1, "{point}");
-        assert_eq!(parquet_rows(&cache_dir), published, "killed at {point}");
-    }
-    // Killed right after the swap: the new version is complete and current.
-    kill_at(&db, "after-publish");
-    assert_eq!(
-        Cache::new(&cache_dir)
-            .current()
-            .unwrap()
-            .unwrap()
-            .generation,
-        2
-    );
-    assert_mirrored(&db, "killed after publishing").await;
+    kill_at(&db, &["sync"], "after-file");
+    assert_eq!(version(&db).await, Some(0));
+    assert_eq!(delta_rows(&db).await, v0, "the table at version 0");
+    assert_eq!(parquet_rows(&cache_dir), v0, "the plain view at version 0");
 
-    // One more pass converges and leaves nothing stray: the current version, the one before,
-    // the link and the lock file.
-    db.plain_sql("UPDATE market_data SET volume = '1.5' WHERE symbol = 'NVDA'")
+    // Killed right after the commit: the table is at the new version and exact; the plain
+    // view is still whole at the old one; the next pass brings it along.
+    kill_at(&db, &["sync"], "after-commit");
+    assert_eq!(version(&db).await, Some(1));
+    assert_eq!(delta_rows(&db).await, table_rows(&db).await);
+    assert_eq!(
+        parquet_rows(&cache_dir),
+        v0,
+        "the plain view not yet updated"
+    );
+    sync_ok(&db);
+    assert_mirrored(&db, "killed after the commit").await;
+    let v1 = parquet_rows(&cache_dir);
+
+    // Killed while the plain view is being updated: each partition whole, old or new.
+    db.plain_sql("UPDATE market_data SET volume = '1.5'").await;
+    kill_at(&db, &["sync"], "view-partition");
+    assert_eq!(version(&db).await, Some(2));
+    let v2 = table_rows(&db).await;
+    assert_eq!(delta_rows(&db).await, v2);
+    view_partitions_are_whole(&db, &v1, &v2);
+    sync_ok(&db);
+    assert_mirrored(&db, "killed during the plain view's update").await;
+
+    // Killed while a checkpoint is written: the table stays readable, the next pass converges.
+    db.plain_sql("UPDATE market_data SET volume = '2.5' WHERE symbol = 'NVDA'")
         .await;
-    kill_at(&db, "before-publish");
-    let out = run(&db, &["sync"]);
+    kill_at(&db, &["sync"], "checkpoint-before-pointer");
+    assert_eq!(delta_rows(&db).await, table_rows(&db).await);
+    db.plain_sql("UPDATE market_data SET volume = '3.5' WHERE symbol = 'NVDA'")
+        .await;
+    sync_ok(&db);
+    assert_mirrored(&db, "killed during a checkpoint").await;
+
+    // Killed while vacuuming: what is left is still exact; vacuuming again finishes the job.
+    kill_at(&db, &["vacuum"], "vacuum-file");
+    assert_mirrored(&db, "killed during vacuum").await;
+    let out = run(&db, &["vacuum"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_mirrored(&db, "after the last crash").await;
-    let cache = Cache::new(&cache_dir);
-    assert_eq!(cache.current().unwrap().unwrap().generation, 3);
-    assert_eq!(cache.versions().unwrap(), vec!["v000002", "v000003"]);
+    assert_mirrored(&db, "after vacuum").await;
+    let state = Cache::new(&cache_dir).current().await.unwrap().unwrap();
+    let data_files: Vec<_> = tree(&cache_dir.join("delta/market_data"))
+        .into_iter()
+        .filter(|p| !p.starts_with("_delta_log"))
+        .collect();
+    assert_eq!(
+        data_files.len(),
+        state.file_count(),
+        "vacuum left only the live files: {data_files:?}"
+    );
+
+    // Nothing stray for a reader to list: no staging or temporary file anywhere, and the
+    // plain view holds exactly the live files.
     let mut top: Vec<String> = std::fs::read_dir(&cache_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     top.sort();
-    assert_eq!(top, vec![".quiver", ".quiver.lock", "market_data"]);
-    let manifest = cache.current().unwrap().unwrap();
-    let mut listed: Vec<String> = manifest
-        .partitions
-        .iter()
-        .map(|p| p.file.clone())
-        .chain(["manifest.json".to_string()])
-        .collect();
-    listed.sort();
-    let on_disk: Vec<String> = tree(&cache_dir.join(".quiver/v000003"))
+    assert_eq!(top, vec![".quiver", "delta", "market_data"]);
+    let stray: Vec<_> = tree(&cache_dir)
         .into_iter()
-        .map(|p| p.display().to_string())
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.contains('#') || name.contains("staging") || name.ends_with(".tmp")
+        })
         .collect();
-    assert_eq!(
-        on_disk, listed,
-        "every file of the version is in its manifest"
-    );
+    assert!(stray.is_empty(), "{stray:?}");
+    let view_files = tree(&cache_dir.join("market_data")).len();
+    assert_eq!(view_files, state.file_count());
 }
 
 /// Sends `signal` and returns how long the process took to exit, and its status.
@@ -199,13 +293,13 @@ async fn status_and_verify_report_the_cache(db: TestDb) {
     let out = run(&db, &["status", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let before: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(before["generation"], serde_json::Value::Null);
+    assert_eq!(before["version"], serde_json::Value::Null);
     assert!(before["pending_changes"].as_u64().unwrap() > 0);
 
     let out = run(&db, &["sync"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).starts_with("published version 1 (snapshot): 4012 rows in 1 partitions"),
+        text(&out.stdout).starts_with("committed version 0 (snapshot): 4012 rows in 1 partitions"),
         "{}",
         text(&out.stdout)
     );
@@ -220,7 +314,7 @@ async fn status_and_verify_report_the_cache(db: TestDb) {
             "postgres"
         }
     );
-    assert_eq!(s["generation"], 1);
+    assert_eq!(s["version"], 0);
     assert_eq!(s["partitions"], 1);
     assert_eq!(s["files"], 1);
     assert_eq!(s["rows"], 4012);
@@ -246,8 +340,8 @@ async fn status_and_verify_report_the_cache(db: TestDb) {
     );
     let out = run(&db, &["status"]);
     let table = text(&out.stdout);
-    assert!(table.contains("| pending changes |"), "{table}");
-    assert!(table.contains("| partitions      | 1 "), "{table}");
+    assert!(table.contains("| pending changes   | 2 "), "{table}");
+    assert!(table.contains("| partitions        | 1 "), "{table}");
 }
 
 async fn daemon_stops_on_sigint(db: TestDb) {

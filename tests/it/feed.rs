@@ -2,7 +2,7 @@
 //! position passes it, nothing is lost, and an idle poll writes nothing.
 
 use chrono::{TimeZone, Utc};
-use quiver::db::{ChangedDay, FeedPosition, day_of};
+use quiver::feed::{ChangedDay, FeedPosition, day_of};
 use sqlx::Connection;
 
 use crate::both;

@@ -67,9 +67,7 @@ impl TestDb {
         };
         let config = Config {
             database,
-            cache: CacheConfig {
-                dir: dir.path().join("cache"),
-            },
+            cache: CacheConfig::new(dir.path().join("cache")),
             sync: SyncConfig {
                 poll_interval: std::time::Duration::from_millis(100),
             },
@@ -137,7 +135,7 @@ impl TestDb {
         let started = std::time::Instant::now();
         let cache = quiver::cache::Cache::new(&self.config.cache.dir);
         loop {
-            if cache.current().ok().flatten().is_some()
+            if cache.current().await.ok().flatten().is_some()
                 && let Ok(r) = quiver::sync::verify(&self.store, &cache).await
                 && r.differences.is_empty()
                 && rows.map_or(r.rows > 0, |n| r.rows == n)

@@ -40,12 +40,15 @@ async fn fixture(db: &TestDb) {
 }
 
 async fn sync(db: &TestDb) {
-    let cache = quiver::cache::Cache::new(&db.config.cache.dir);
-    Syncer::new(db.store.clone(), cache, db.config.database.schema.clone())
-        .unwrap()
-        .pass(false)
-        .await
-        .unwrap();
+    Syncer::new(
+        db.store.clone(),
+        &db.config.cache,
+        db.config.database.schema.clone(),
+    )
+    .unwrap()
+    .pass(false)
+    .await
+    .unwrap();
 }
 
 fn shell(db: &TestDb) -> Shell {

@@ -2,7 +2,8 @@
 //! change log.
 
 use chrono::{TimeZone, Utc};
-use quiver::db::{BarFilter, ChangedDay, OnConflict, day_of};
+use quiver::db::{BarFilter, OnConflict};
+use quiver::feed::{ChangedDay, day_of};
 use quiver::model::parse_decimal;
 use quiver::{Bar, Error, Symbol, Timeframe};
 

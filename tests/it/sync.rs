@@ -9,7 +9,7 @@ use quiver::datafusion::arrow::array::{
     Array, Decimal128Array, StringArray, TimestampMicrosecondArray,
 };
 use quiver::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use quiver::db::FeedPosition;
+use quiver::feed::FeedPosition;
 use quiver::sync::{Syncer, verify};
 use quiver::{BarFilter, OnConflict};
 use rust_decimal::Decimal;
@@ -20,9 +20,10 @@ use crate::harness::generated;
 use crate::harness::{Kind, TestDb, pg_url};
 
 /// A row as plain strings: symbol, timeframe, ts (µs), open, high, low, close, volume.
-type Row = (String, String, i64, [String; 5]);
+pub type Row = (String, String, i64, [String; 5]);
 
-/// Reads every `*.parquet` file under `<cache>/market_data` with the parquet crate alone.
+/// Reads every `*.parquet` file under `<cache>/market_data` (the plain view) with the parquet
+/// crate alone.
 pub fn parquet_rows(cache_dir: &Path) -> Vec<Row> {
     let mut files = Vec::new();
     let mut stack = vec![cache_dir.join("market_data")];
@@ -39,9 +40,14 @@ pub fn parquet_rows(cache_dir: &Path) -> Vec<Row> {
             }
         }
     }
+    rows_of_files(&files)
+}
+
+/// The rows of these Parquet files, read with the parquet crate alone, sorted.
+pub fn rows_of_files(files: &[PathBuf]) -> Vec<Row> {
     let mut rows = Vec::new();
     for f in files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
             .unwrap()
             .build()
             .unwrap();
@@ -132,7 +138,7 @@ pub async fn assert_mirrored(db: &TestDb, context: &str) {
 pub fn syncer(db: &TestDb) -> Syncer {
     Syncer::new(
         db.store.clone(),
-        Cache::new(&db.config.cache.dir),
+        &db.config.cache,
         db.config.database.schema.clone(),
     )
     .unwrap()
@@ -179,11 +185,11 @@ async fn every_kind_of_change_is_mirrored_exactly(db: TestDb) {
     let mut s = syncer(&db);
     let first = s.pass(false).await.unwrap();
     assert!(first.snapshot);
-    assert_eq!(first.generation, Some(1));
+    assert_eq!(first.version, Some(0), "the first pass creates the table");
     assert_eq!(first.rows, bars.len() as u64);
     assert_eq!(first.written, 9, "3 symbols x 3 months");
     assert_mirrored(&db, "after the snapshot").await;
-    assert_eq!(s.pass(false).await.unwrap().generation, None, "idle pass");
+    assert_eq!(s.pass(false).await.unwrap().version, None, "idle pass");
 
     // Plain SQL from any client: a late bar, an update of each column kind, a bar moved to
     // another month, a deleted bar, a new symbol with sub-cent prices, a symbol deleted.
@@ -229,7 +235,7 @@ async fn every_kind_of_change_is_mirrored_exactly(db: TestDb) {
     db.plain_sql("DELETE FROM market_data WHERE symbol = 'SYM003'")
         .await;
     let second = s.pass(false).await.unwrap();
-    assert_eq!(second.generation, Some(2));
+    assert_eq!(second.version, Some(1));
     assert!(!second.snapshot);
     assert_eq!(second.removed, 3, "SYM003's partitions: {second:?}");
     assert_mirrored(&db, "after mixed changes").await;
@@ -243,19 +249,11 @@ async fn every_kind_of_change_is_mirrored_exactly(db: TestDb) {
     s.pass(false).await.unwrap();
     assert_mirrored(&db, "after a bulk write").await;
 
-    // A full rebuild gives the same content; a second syncer on the same cache is refused.
+    // A full rebuild gives the same content, as one more version.
     let full = s.pass(true).await.unwrap();
     assert!(full.snapshot);
+    assert_eq!(full.version, Some(3));
     assert_mirrored(&db, "after --full").await;
-    let err = Syncer::new(db.store.clone(), Cache::new(&db.config.cache.dir), None).unwrap_err();
-    assert!(
-        err.to_string().contains("another quiver sync is running"),
-        "{err}"
-    );
-
-    // Only the published version and the one before it stay on disk.
-    let versions = Cache::new(&db.config.cache.dir).versions().unwrap();
-    assert_eq!(versions, vec!["v000003", "v000004"]);
 }
 
 /// A small deterministic generator (xorshift), so the sequence is the same on every run.
@@ -431,7 +429,7 @@ async fn postgres_transaction_open_across_a_pass_is_synced_later() {
         .collect();
     assert_eq!(symbols, vec!["FAST", "SLOW"]);
     assert!(matches!(
-        s.published().unwrap().position,
+        s.state().unwrap().sync_mark().unwrap().position,
         FeedPosition::Postgres { .. }
     ));
 }
@@ -457,11 +455,17 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
 both!(readers_never_see_a_partial_or_mixed_partition);
 
 /// While passes keep rewriting a partition (each version sets every volume of it to the
-/// version's number), readers going through the `market_data` path never fail and never see
-/// two versions in one file, and a reader pinned to a resolved version sees it whole.
+/// version's number), a reader of the plain view that lists the partition's folder and reads
+/// every file in it sees it whole and of one version, or finds a file swapped away between
+/// listing and opening (and tries again), never anything else; and every version, read back
+/// by time travel, holds exactly its own rows.
 async fn readers_never_see_a_partial_or_mixed_partition(db: TestDb) {
     let bars = generated(2, 25, "1m", 3);
     let rows = bars.len();
+    let january = bars
+        .iter()
+        .filter(|b| b.symbol.as_str() == "SYM001" && b.ts_micros() < us(2024, 2, 1, 0, 0))
+        .count();
     db.store
         .insert_bars(&bars, OnConflict::Error)
         .await
@@ -475,47 +479,47 @@ async fn readers_never_see_a_partial_or_mixed_partition(db: TestDb) {
     };
     db.plain_sql(&update(0)).await;
     s.pass(false).await.unwrap();
-    let table = db.config.cache.dir.join("market_data");
+    let folder = db
+        .config
+        .cache
+        .dir
+        .join("market_data/tf=1m/sym=SYM001/period=2024-01");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
-        let (table, stop) = (table.clone(), stop.clone());
+        let (folder, stop) = (folder.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut reads = 0;
+            let (mut reads, mut raced) = (0, 0);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // Through the link, as DuckDB would: every file whole and of one version.
-                let file = table.join("tf=1m/sym=SYM001/period=2024-01/data.parquet");
-                let (_, data) = quiver::cache::read_file(&file).expect("readable");
-                let volumes: std::collections::BTreeSet<i128> =
-                    data.values[4].iter().copied().collect();
-                assert_eq!(volumes.len(), 1, "one version per file: {volumes:?}");
-                // Pinned to one resolved version: its manifest and its files agree (unless it
-                // was retired meanwhile, two versions later).
-                let pinned = table
-                    .parent()
-                    .unwrap()
-                    .join(std::fs::read_link(&table).unwrap());
-                let manifest: Option<serde_json::Value> =
-                    std::fs::read(pinned.join("manifest.json"))
-                        .ok()
-                        .map(|b| serde_json::from_slice(&b).unwrap());
-                if let Some(manifest) = manifest {
-                    let parts = manifest["partitions"].as_array().unwrap();
-                    let counts: Option<Vec<(u64, u64)>> = parts
-                        .iter()
-                        .map(|p| {
-                            let f = pinned.join(p["file"].as_str().unwrap());
-                            quiver::cache::read_file(&f)
-                                .ok()
-                                .map(|(_, d)| (d.len() as u64, p["rows"].as_u64().unwrap()))
-                        })
-                        .collect();
-                    if let Some(counts) = counts {
-                        assert!(counts.iter().all(|(a, b)| a == b), "{counts:?}");
+                let files: Vec<PathBuf> = std::fs::read_dir(&folder)
+                    .expect("the partition's folder is always there")
+                    .map(|e| e.unwrap().path())
+                    .collect();
+                let mut volumes = std::collections::BTreeSet::new();
+                let mut count = 0;
+                let mut whole = true;
+                for f in &files {
+                    match quiver::cache::read_file(f) {
+                        Ok((_, data)) => {
+                            count += data.len();
+                            volumes.extend(data.values[4].iter().copied());
+                        }
+                        Err(quiver::Error::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            whole = false;
+                        }
+                        Err(e) => panic!("a partial or unreadable file: {e}"),
                     }
                 }
+                if !whole {
+                    raced += 1;
+                    continue;
+                }
+                assert_eq!(volumes.len(), 1, "one version per partition: {volumes:?}");
+                assert_eq!(count, january, "every row once: {files:?}");
                 reads += 1;
             }
-            reads
+            (reads, raced)
         })
     };
     for version in 1..=15 {
@@ -523,12 +527,44 @@ async fn readers_never_see_a_partial_or_mixed_partition(db: TestDb) {
         s.pass(false).await.unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let reads = reader
+    let (reads, raced) = reader
         .join()
-        .expect("the reader saw only whole, single-version files");
-    assert!(reads > 15, "the reader ran alongside ({reads} reads)");
+        .expect("the reader saw only whole, single-version partitions");
+    assert!(
+        reads > 15,
+        "the reader ran alongside ({reads} reads, {raced} raced)"
+    );
     assert_mirrored(&db, "after concurrent reads").await;
     assert_eq!(db.count().await as usize, rows);
+
+    // Time travel: version v holds the volumes of update v, and only those.
+    let table = Cache::new(&db.config.cache.dir)
+        .existing_table()
+        .unwrap()
+        .unwrap();
+    let key = quiver::cache::PartitionKey {
+        timeframe: "1m".into(),
+        symbol: "SYM001".into(),
+        period: "2024-01".into(),
+    };
+    for version in 0..=15u64 {
+        let state = table
+            .load_at(quiver::cache::AsOf::Version(version), Default::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.version(), version);
+        let mut volumes = std::collections::BTreeSet::new();
+        for f in state.partition(&key) {
+            let (_, data) = quiver::cache::read_file(&table.local_path(&f.path).unwrap()).unwrap();
+            volumes.extend(data.values[4].iter().copied());
+        }
+        assert_eq!(
+            volumes,
+            std::collections::BTreeSet::from([version as i128 * 100_000_000]),
+            "version {version}"
+        );
+    }
 }
 
 both!(partition_files_carry_the_promised_properties);
@@ -542,10 +578,14 @@ async fn partition_files_carry_the_promised_properties(db: TestDb) {
         .await
         .unwrap();
     syncer(&db).pass(false).await.unwrap();
-    let manifest = Cache::new(&db.config.cache.dir).current().unwrap().unwrap();
-    assert_eq!(manifest.partitions.len(), 4, "2 symbols x 2 months");
-    for p in &manifest.partitions {
-        let path = db.config.cache.dir.join("market_data").join(&p.file);
+    let state = Cache::new(&db.config.cache.dir)
+        .current()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.partitions().len(), 4, "2 symbols x 2 months");
+    for p in state.files() {
+        let path = db.config.cache.dir.join("delta/market_data").join(&p.path);
         let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
         let meta = reader.metadata();
         assert_eq!(meta.file_metadata().num_rows() as u64, p.rows);

@@ -1,0 +1,690 @@
+//! Mirroring `market_data` into the cache: one pass ([`Syncer::pass`]), [`status`] and
+//! [`verify`].
+//!
+//! A pass reads the change log from the position of the table's newest quiver commit. The
+//! first pass, `--full` and a `TRUNCATE` take a snapshot: the whole table is streamed in key
+//! order, cut into partitions and encoded on a second thread while the database keeps reading.
+//! Otherwise only the partitions holding a changed `(symbol, timeframe, day)` are read again,
+//! each in full, so updates, deletes, late bars and bars moved between partitions all come out
+//! exact. Either way the pass is one Delta commit: the new files, the removal of the files they
+//! replace, and the new position, together. The plain view follows, partition by partition.
+//!
+//! A pass costs what it changed: it touches the changed partitions' files and writes one
+//! commit; nothing in it walks the table. Every `cache.checkpoint_interval` commits a
+//! checkpoint is written (the daemon writes it on a background thread).
+//!
+//! Changes that commit while a pass runs may or may not be in what it reads; they are after
+//! the position it records, so the next pass applies them again. Applying a partition twice
+//! gives the same rows, so passes converge.
+
+mod status;
+mod verify;
+
+pub use status::{Status, status};
+pub use verify::{Difference, VerifyReport, verify};
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::cache::{
+    Cache, Changes, DataFile, LoadOptions, PartitionData, PartitionKey, Period, PlainView, Source,
+    SyncMark, Table, TableState, VacuumReport,
+};
+use crate::config::CacheConfig;
+use crate::db::{Scan, ScanStream, Store};
+use crate::error::{Error, Result};
+use crate::feed::FeedPosition;
+use crate::model::Timeframe;
+use crate::progress;
+
+/// Partitions queued between the database reader and the Parquet encoder.
+const QUEUE: usize = 4;
+/// A commit of more actions than this is followed by a checkpoint at once, so readers never
+/// replay a snapshot's commit of every file.
+const CHECKPOINT_ACTIONS: u64 = 10_000;
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// The version committed, or `None` when nothing had changed.
+    pub version: Option<u64>,
+    /// True when the pass rebuilt the whole cache.
+    pub snapshot: bool,
+    /// `(symbol, timeframe, day)` entries of the change log applied.
+    pub changed_days: usize,
+    /// Rows written to new files.
+    pub rows: u64,
+    /// Partitions written.
+    pub written: usize,
+    /// Partitions removed (no rows left).
+    pub removed: usize,
+    /// Wall time of the pass.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for PassReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.version {
+            None => write!(f, "cache is up to date"),
+            Some(v) => write!(
+                f,
+                "committed version {v}{}: {} rows in {} partitions written, {} removed, in {:.2?}",
+                if self.snapshot { " (snapshot)" } else { "" },
+                self.rows,
+                self.written,
+                self.removed,
+                self.elapsed
+            ),
+        }
+    }
+}
+
+/// Keeps one cache in step with one database. Several syncers may be started on one cache,
+/// but only one can commit each version: a syncer that finds its version taken stops with
+/// [`Error::CommitConflict`].
+pub struct Syncer {
+    store: Store,
+    cache: Cache,
+    table: Table,
+    view: PlainView,
+    source: Source,
+    settings: CacheConfig,
+    /// The newest version, with tombstones; `None` before the table's first commit.
+    state: Option<TableState>,
+    loaded: bool,
+    progress: bool,
+    background: bool,
+    last_checkpoint: Option<u64>,
+    /// Actions committed since the last checkpoint.
+    since_checkpoint: u64,
+    maintenance: Option<tokio::task::JoinHandle<Result<Maintenance>>>,
+    last_vacuum: Option<Instant>,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("database", &self.source.url)
+            .field("cache", &self.cache.root())
+            .field("version", &self.state.as_ref().map(TableState::version))
+            .finish()
+    }
+}
+
+/// What a background maintenance task did.
+enum Maintenance {
+    Checkpoint {
+        version: u64,
+        bytes: u64,
+        took: Duration,
+    },
+    Vacuum {
+        report: VacuumReport,
+        deleted: Vec<String>,
+    },
+}
+
+impl Syncer {
+    /// A syncer for `store` into the cache described by `settings`.
+    pub fn new(store: Store, settings: &CacheConfig, schema: Option<String>) -> Result<Syncer> {
+        let cache = Cache::new(&settings.dir);
+        std::fs::create_dir_all(cache.root()).map_err(|e| Error::io(cache.root(), e))?;
+        cache.retire_old_layout()?;
+        let table = cache.table()?;
+        Ok(Syncer {
+            source: Source {
+                backend: store.backend().to_string(),
+                url: store.redacted_url(),
+                schema,
+            },
+            view: cache.view(),
+            table,
+            cache,
+            store,
+            settings: settings.clone(),
+            state: None,
+            loaded: false,
+            progress: false,
+            background: false,
+            last_checkpoint: None,
+            since_checkpoint: 0,
+            maintenance: None,
+            last_vacuum: None,
+        })
+    }
+
+    /// Shows a progress bar during snapshots when stderr is a terminal.
+    pub fn with_progress(mut self, on: bool) -> Syncer {
+        self.progress = on;
+        self
+    }
+
+    /// Writes checkpoints and vacuums on a background task instead of within the pass (the
+    /// daemon does this, so the next pass never waits on them).
+    pub fn set_background_maintenance(&mut self, on: bool) {
+        self.background = on;
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The Delta table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The newest version committed (by this syncer or found on disk).
+    pub fn state(&self) -> Option<&TableState> {
+        self.state.as_ref()
+    }
+
+    /// Reads the table's newest version and brings the plain view to it if a crash left it
+    /// behind.
+    async fn load(&mut self) -> Result<()> {
+        let options = LoadOptions {
+            tombstones: true,
+            sync_mark: true,
+        };
+        self.state = self.table.load(options).await?;
+        self.last_checkpoint = self.table.last_checkpoint().await?;
+        if let Some(state) = &self.state {
+            self.since_checkpoint = match self.last_checkpoint {
+                Some(c) if c >= state.version() => 0,
+                Some(c) => state.version() - c,
+                None => state.version() + 1,
+            };
+            if self.view.version() != Some(state.version()) {
+                let changed = self.view.rebuild(&self.table, state)?;
+                tracing::info!(
+                    version = state.version(),
+                    partitions = changed,
+                    "plain view was behind the table; rebuilt"
+                );
+            }
+        }
+        self.view.clean_staging()?;
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Brings the cache up to date with the table: a snapshot the first time (or with `full`),
+    /// otherwise the partitions changed since the last pass.
+    pub async fn pass(&mut self, full: bool) -> Result<PassReport> {
+        let started = Instant::now();
+        self.finish_maintenance(false).await?;
+        if !self.loaded {
+            self.load().await?;
+        }
+        let mark = self.state.as_ref().and_then(|s| s.sync_mark().cloned());
+        if let Some(m) = &mark
+            && !full
+            && m.source != self.source
+        {
+            return Err(Error::invalid(format!(
+                "the cache in {} mirrors {} ({}), not {} ({}); run `quiver sync --full` to \
+                 rebuild it from this database",
+                self.cache.root().display(),
+                m.source.url,
+                m.source.backend,
+                self.source.url,
+                self.source.backend,
+            )));
+        }
+        let mut report = match mark.filter(|_| !full) {
+            None => {
+                let batch = self.store.changes_since(&FeedPosition::Start).await?;
+                self.snapshot(batch.next).await?
+            }
+            Some(mark) => {
+                let batch = self.store.changes_since(&mark.position).await?;
+                if batch.everything() {
+                    self.snapshot(batch.next).await?
+                } else if batch.days.is_empty() {
+                    PassReport::default()
+                } else {
+                    let mut keys = BTreeSet::new();
+                    for d in &batch.days {
+                        if let (Some(s), Some(t), Some(day)) = (&d.symbol, &d.timeframe, d.day) {
+                            keys.insert(PartitionKey::of_day(s, t, day)?);
+                        }
+                    }
+                    let mut report = self.apply(keys, batch.next).await?;
+                    report.changed_days = batch.days.len();
+                    report
+                }
+            }
+        };
+        report.elapsed = started.elapsed();
+        if let Some(version) = report.version {
+            tracing::info!(
+                version,
+                snapshot = report.snapshot,
+                changed_days = report.changed_days,
+                rows = report.rows,
+                written = report.written,
+                removed = report.removed,
+                elapsed_ms = report.elapsed.as_secs_f64() * 1e3,
+                "published"
+            );
+            self.maintain().await?;
+        } else {
+            tracing::debug!(
+                elapsed_ms = report.elapsed.as_secs_f64() * 1e3,
+                "nothing to publish"
+            );
+        }
+        Ok(report)
+    }
+
+    /// The whole table as the next version: every partition written anew, every file of the
+    /// version before removed.
+    async fn snapshot(&mut self, position: FeedPosition) -> Result<PassReport> {
+        let bar = if self.progress && std::io::stderr().is_terminal() {
+            progress::rows(self.store.count_rows().await?, "snapshot")
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let rows = self.store.scan(Scan::All);
+        let (written, written_rows) =
+            write_partitions(&self.table, split_partitions(rows), Some(&bar)).await?;
+        bar.finish_and_clear();
+        let mut changes = Changes {
+            adds: written.into_iter().filter_map(|(_, f)| f).collect(),
+            removes: self
+                .state
+                .as_ref()
+                .map(|s| s.files().cloned().collect())
+                .unwrap_or_default(),
+            rearranges_only: false,
+        };
+        let old_partitions: BTreeSet<PartitionKey> =
+            changes.removes.iter().map(|f| f.key.clone()).collect();
+        let new_partitions: BTreeSet<PartitionKey> =
+            changes.adds.iter().map(|f| f.key.clone()).collect();
+        let removed = old_partitions.difference(&new_partitions).count();
+        changes.adds.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut report = self.publish(changes, position, removed).await?;
+        report.snapshot = true;
+        report.rows = written_rows;
+        Ok(report)
+    }
+
+    /// The partitions in `keys`, re-read in full, replacing their files.
+    async fn apply(
+        &mut self,
+        keys: BTreeSet<PartitionKey>,
+        position: FeedPosition,
+    ) -> Result<PassReport> {
+        let store = self.store.clone();
+        let partitions = futures_util::stream::iter(keys).then(move |key| {
+            let store = store.clone();
+            async move {
+                let (start, end) = key.range()?;
+                let mut rows = store.scan(Scan::Series {
+                    symbol: key.symbol.clone(),
+                    timeframe: key.timeframe.clone(),
+                    start,
+                    end,
+                });
+                let mut data = PartitionData::default();
+                while let Some(row) = rows.next().await {
+                    let row = row?;
+                    data.push(row.ts, row.values);
+                }
+                Ok((key, data))
+            }
+        });
+        let (written, rows) = write_partitions(&self.table, Box::pin(partitions), None).await?;
+        let mut changes = Changes::default();
+        let mut removed = 0;
+        for (key, file) in written {
+            let old = self
+                .state
+                .as_ref()
+                .map(|s| s.partition(&key))
+                .unwrap_or_default();
+            if file.is_none() && !old.is_empty() {
+                removed += 1;
+            }
+            changes.removes.extend(old);
+            changes.adds.extend(file);
+        }
+        // Even with no file changed (a day logged but left as it was), the commit moves the
+        // position, so the same days are not read again.
+        let mut report = self.publish(changes, position, removed).await?;
+        report.rows = rows;
+        Ok(report)
+    }
+
+    /// Commits `changes` with `position`, brings the plain view along, then lets the change
+    /// log forget what the position covers.
+    async fn publish(
+        &mut self,
+        changes: Changes,
+        position: FeedPosition,
+        removed: usize,
+    ) -> Result<PassReport> {
+        let mark = SyncMark {
+            position: position.clone(),
+            source: self.source.clone(),
+            writer: String::new(),
+        };
+        let version = self
+            .table
+            .commit(&mut self.state, &changes, Some(mark), true)
+            .await?;
+        self.since_checkpoint += (changes.adds.len() + changes.removes.len()) as u64 + 1;
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| Error::invalid("a committed table has a state"))?;
+        let started = Instant::now();
+        let partitions = changes.partitions();
+        self.view.update(&self.table, state, &partitions)?;
+        tracing::debug!(
+            version,
+            partitions = partitions.len(),
+            view_ms = started.elapsed().as_secs_f64() * 1e3,
+            "plain view updated"
+        );
+        // Only once the position is durable may the log forget what it covers.
+        if let Err(e) = self.store.prune_changes(&position).await {
+            tracing::warn!(error = %e, "could not prune the change log (harmless; retried next pass)");
+        }
+        Ok(PassReport {
+            version: Some(version),
+            written: changes.adds.len(),
+            removed,
+            ..PassReport::default()
+        })
+    }
+
+    /// Writes a checkpoint when one is due, and vacuums once an hour; on a background task for
+    /// the daemon, here otherwise.
+    async fn maintain(&mut self) -> Result<()> {
+        let Some(state) = self.state.as_ref() else {
+            return Ok(());
+        };
+        if self.maintenance.is_some() {
+            return Ok(()); // one at a time; the next pass looks again
+        }
+        let checkpoint_due = self.since_checkpoint >= self.settings.checkpoint_interval
+            || self.since_checkpoint >= CHECKPOINT_ACTIONS;
+        let vacuum_due =
+            self.background && self.last_vacuum.is_none_or(|t| t.elapsed() >= VACUUM_EVERY);
+        let job = if checkpoint_due {
+            Job::Checkpoint
+        } else if vacuum_due {
+            Job::Vacuum
+        } else {
+            return Ok(());
+        };
+        if job == Job::Vacuum {
+            self.last_vacuum = Some(Instant::now());
+        } else {
+            self.since_checkpoint = 0;
+        }
+        let snapshot = state.clone();
+        let table = self.table.clone();
+        let cache = self.cache.clone();
+        let retention = self.settings.retention;
+        let work = async move { run_job(job, &cache, &table, snapshot, retention).await };
+        if self.background {
+            let handle = tokio::runtime::Handle::current();
+            self.maintenance = Some(tokio::task::spawn_blocking(move || handle.block_on(work)));
+            Ok(())
+        } else {
+            let done = work.await?;
+            self.record(done);
+            Ok(())
+        }
+    }
+
+    /// Takes the result of a finished background task (all of it when `wait`).
+    async fn finish_maintenance(&mut self, wait: bool) -> Result<()> {
+        let finished = self.maintenance.as_ref().is_some_and(|h| h.is_finished());
+        if !(finished || wait) {
+            return Ok(());
+        }
+        let Some(handle) = self.maintenance.take() else {
+            return Ok(());
+        };
+        match handle.await {
+            Ok(Ok(done)) => self.record(done),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cache maintenance failed (retried later)");
+                self.since_checkpoint =
+                    self.since_checkpoint.max(self.settings.checkpoint_interval);
+            }
+            Err(e) => tracing::warn!(error = %e, "cache maintenance task stopped"),
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, done: Maintenance) {
+        match done {
+            Maintenance::Checkpoint {
+                version,
+                bytes,
+                took,
+            } => {
+                self.last_checkpoint = Some(version);
+                tracing::info!(
+                    version,
+                    bytes,
+                    elapsed_ms = took.as_secs_f64() * 1e3,
+                    "checkpoint written"
+                );
+            }
+            Maintenance::Vacuum { report, deleted } => {
+                if let Some(state) = self.state.as_mut() {
+                    state.forget_tombstones(&deleted);
+                }
+                tracing::info!(
+                    files = report.files,
+                    bytes = report.bytes,
+                    orphans = report.orphans,
+                    log_entries = report.log_entries,
+                    "vacuumed"
+                );
+            }
+        }
+    }
+
+    /// Waits for background maintenance to finish (the daemon calls it before it exits).
+    pub async fn settle(&mut self) -> Result<()> {
+        self.finish_maintenance(true).await
+    }
+
+    /// Deletes what no retained version needs (`quiver vacuum`).
+    pub async fn vacuum(&mut self) -> Result<VacuumReport> {
+        self.finish_maintenance(true).await?;
+        if !self.loaded {
+            self.load().await?;
+        }
+        let Some(state) = self.state.as_mut() else {
+            return Ok(VacuumReport::default());
+        };
+        self.cache
+            .vacuum(&self.table, state, self.settings.retention)
+            .await
+    }
+}
+
+/// How often the daemon vacuums.
+const VACUUM_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Job {
+    Checkpoint,
+    Vacuum,
+}
+
+async fn run_job(
+    job: Job,
+    cache: &Cache,
+    table: &Table,
+    mut state: TableState,
+    retention: Duration,
+) -> Result<Maintenance> {
+    let started = Instant::now();
+    match job {
+        Job::Checkpoint => {
+            let bytes = table.checkpoint(&state, retention).await?;
+            Ok(Maintenance::Checkpoint {
+                version: state.version(),
+                bytes,
+                took: started.elapsed(),
+            })
+        }
+        Job::Vacuum => {
+            let before: BTreeSet<String> = state.tombstones().map(|(p, _)| p.clone()).collect();
+            let report = cache.vacuum(table, &mut state, retention).await?;
+            let after: BTreeSet<String> = state.tombstones().map(|(p, _)| p.clone()).collect();
+            Ok(Maintenance::Vacuum {
+                report,
+                deleted: before.difference(&after).cloned().collect(),
+            })
+        }
+    }
+}
+
+type PartitionStream<'a> =
+    futures_util::stream::BoxStream<'a, Result<(PartitionKey, PartitionData)>>;
+
+/// Cuts a key-ordered row stream into partitions.
+pub(crate) fn split_partitions(rows: ScanStream<'_>) -> PartitionStream<'_> {
+    struct State<'a> {
+        rows: ScanStream<'a>,
+        series: Option<(String, String, Period)>,
+        current: Option<(PartitionKey, i64, PartitionData)>,
+        done: bool,
+    }
+    let state = State {
+        rows,
+        series: None,
+        current: None,
+        done: false,
+    };
+    Box::pin(futures_util::stream::try_unfold(
+        state,
+        |mut st| async move {
+            if st.done {
+                return Ok(None);
+            }
+            while let Some(row) = st.rows.next().await {
+                let row = row?;
+                if let Some((symbol, timeframe)) = row.series {
+                    let tf = Timeframe::parse(&timeframe).map_err(|m| {
+                        Error::invalid(format!(
+                            "market_data holds a bad timeframe for {symbol}: {m}"
+                        ))
+                    })?;
+                    st.series = Some((symbol, timeframe, Period::for_timeframe(tf)));
+                }
+                let Some((symbol, timeframe, period)) = &st.series else {
+                    return Err(Error::invalid("a scan's first row names its series"));
+                };
+                let same = st.current.as_ref().is_some_and(|(key, end, _)| {
+                    row.ts < *end && key.symbol == *symbol && key.timeframe == *timeframe
+                });
+                if same {
+                    if let Some((_, _, data)) = st.current.as_mut() {
+                        data.push(row.ts, row.values);
+                    }
+                    continue;
+                }
+                let key = PartitionKey {
+                    timeframe: timeframe.clone(),
+                    symbol: symbol.clone(),
+                    period: period.label(row.ts),
+                };
+                let end = key.range()?.1.unwrap_or(i64::MAX);
+                let mut data = PartitionData::default();
+                data.push(row.ts, row.values);
+                if let Some((key, _, data)) = st.current.replace((key, end, data)) {
+                    return Ok(Some(((key, data), st)));
+                }
+            }
+            st.done = true;
+            Ok(st.current.take().map(|(key, _, data)| ((key, data), st)))
+        },
+    ))
+}
+
+/// Encodes and writes partitions on a blocking thread while the stream keeps reading; returns
+/// the new file per partition (`None`: the partition has no rows left) and the rows written.
+async fn write_partitions(
+    table: &Table,
+    mut partitions: PartitionStream<'_>,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<(Vec<(PartitionKey, Option<DataFile>)>, u64)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(PartitionKey, PartitionData)>(QUEUE);
+    let table = Arc::new(table.clone());
+    let handle = tokio::runtime::Handle::current();
+    let writer = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut out = Vec::new();
+        let mut rows = 0u64;
+        while let Some((key, data)) = rx.blocking_recv() {
+            if data.is_empty() {
+                out.push((key, None));
+                continue;
+            }
+            rows += data.len() as u64;
+            let file = handle.block_on(table.write_file(&key, &data))?;
+            out.push((key, Some(file)));
+        }
+        Ok((out, rows))
+    });
+    let mut failure = None;
+    while let Some(item) = partitions.next().await {
+        match item {
+            Ok((key, data)) => {
+                if let Some(bar) = bar {
+                    bar.inc(data.len() as u64);
+                }
+                if tx.send((key, data)).await.is_err() {
+                    break; // the writer stopped: its error is reported below
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| Error::invalid(format!("the Parquet writer stopped: {e}")))?;
+    match failure {
+        Some(e) => Err(e),
+        None => written,
+    }
+}
+
+/// The cache state a one-shot command reads: the newest version with the position.
+pub async fn load_state(cache: &Cache) -> Result<Option<TableState>> {
+    match cache.existing_table()? {
+        Some(table) => {
+            table
+                .load(LoadOptions {
+                    tombstones: false,
+                    sync_mark: true,
+                })
+                .await
+        }
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,104 @@
+//! `quiver status`: the cache's version, size and history, and how far behind the database
+//! it is.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::cache::{Cache, History, LoadOptions};
+use crate::db::Store;
+use crate::error::Result;
+use crate::feed::FeedPosition;
+
+/// Versions of the history shown in detail.
+const RECENT: usize = 5;
+
+/// What `quiver status` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// Database URL, password removed.
+    pub database: String,
+    /// The cache folder.
+    pub cache_dir: String,
+    /// The Delta table's folder.
+    pub table_dir: String,
+    /// The newest version of the table, if any.
+    pub version: Option<u64>,
+    /// When it was committed.
+    pub committed_at: Option<DateTime<Utc>>,
+    /// Partitions (series and period) in it.
+    pub partitions: usize,
+    /// Data files in it.
+    pub files: usize,
+    /// Rows in it.
+    pub rows: u64,
+    /// Bytes of its data files.
+    pub bytes: u64,
+    /// The change-feed position it is consistent with.
+    pub position: Option<FeedPosition>,
+    /// Change-log entries committed since (0: the cache is current).
+    pub pending_changes: u64,
+    /// Seconds the cache is behind: 0 when current, else the age of the newest version.
+    pub lag_seconds: Option<f64>,
+    /// How long replaced versions stay readable, in seconds.
+    pub retention_seconds: u64,
+    /// The versions still readable, the newest checkpoint and the last few commits.
+    pub history: History,
+    /// The version the plain view shows.
+    pub view_version: Option<u64>,
+}
+
+/// Reads the state of the cache and how far behind the database it is.
+pub async fn status(
+    store: &Store,
+    cache: &Cache,
+    retention: std::time::Duration,
+) -> Result<Status> {
+    let table = cache.existing_table()?;
+    let state = match &table {
+        Some(t) => {
+            t.load(LoadOptions {
+                tombstones: false,
+                sync_mark: true,
+            })
+            .await?
+        }
+        None => None,
+    };
+    let history = match &table {
+        Some(t) => t.history(RECENT).await?,
+        None => History::default(),
+    };
+    let position = state
+        .as_ref()
+        .and_then(|s| s.sync_mark().map(|m| m.position.clone()));
+    let pending = store
+        .pending_changes(position.as_ref().unwrap_or(&FeedPosition::Start))
+        .await?;
+    let lag = state.as_ref().map(|s| {
+        if pending == 0 {
+            0.0
+        } else {
+            (Utc::now().timestamp_millis() - s.committed_ms()).max(0) as f64 / 1e3
+        }
+    });
+    Ok(Status {
+        backend: store.backend().to_string(),
+        database: store.redacted_url(),
+        cache_dir: cache.root().display().to_string(),
+        table_dir: cache.table_dir().display().to_string(),
+        version: state.as_ref().map(|s| s.version()),
+        committed_at: state.as_ref().and_then(|s| s.committed_at()),
+        partitions: state.as_ref().map_or(0, |s| s.partitions().len()),
+        files: state.as_ref().map_or(0, |s| s.file_count()),
+        rows: state.as_ref().map_or(0, |s| s.rows()),
+        bytes: state.as_ref().map_or(0, |s| s.bytes()),
+        position,
+        pending_changes: pending,
+        lag_seconds: lag,
+        retention_seconds: retention.as_secs(),
+        history,
+        view_version: cache.view().version(),
+    })
+}
