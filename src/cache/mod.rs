@@ -51,7 +51,8 @@ pub struct VacuumReport {
     pub files: usize,
     /// Their bytes.
     pub bytes: u64,
-    /// Files no version ever referenced (left by interrupted passes), deleted.
+    /// Files no version ever referenced (left by interrupted passes, and staging files of
+    /// interrupted writes), deleted.
     pub orphans: usize,
     /// Log entries (commits and checkpoints) older than every retained version, deleted.
     pub log_entries: usize,
@@ -212,6 +213,10 @@ impl Cache {
             table.log().delete(path).await?;
             report.orphans += 1;
             crate::failpoint::hit("vacuum-file");
+        }
+        for path in table.log().stale_uploads(cutoff)? {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            report.orphans += 1;
         }
         state.forget_tombstones(expired.iter().map(|(p, _)| p));
         report.log_entries = self.clean_log(table, cutoff).await?;

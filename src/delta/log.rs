@@ -281,6 +281,45 @@ impl Log {
         Ok(())
     }
 
+    /// Staging files that puts interrupted by a crash left behind (`<name>#<n>`, which
+    /// listings hide), last modified before `before_ms`, on a local disk.
+    pub fn stale_uploads(&self, before_ms: i64) -> Result<Vec<PathBuf>> {
+        let Some(root) = &self.local else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                let path = entry.path();
+                let meta = entry.metadata().map_err(|e| Error::io(&path, e))?;
+                if meta.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let staged = name
+                    .rsplit_once('#')
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(i64::MAX, |d| d.as_millis() as i64);
+                if staged && modified < before_ms {
+                    out.push(path);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The actions of commit `version`, or `None` when there is no such commit.
     pub async fn read_commit(&self, version: u64) -> Result<Option<Vec<Action>>> {
         let path = commit_path(version);

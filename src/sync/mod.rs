@@ -99,8 +99,8 @@ pub struct Syncer {
     progress: bool,
     background: bool,
     last_checkpoint: Option<u64>,
-    /// Actions committed since the last checkpoint.
-    since_checkpoint: u64,
+    /// Commits, and actions in them, since the last checkpoint.
+    since_checkpoint: (u64, u64),
     maintenance: Option<tokio::task::JoinHandle<Result<Maintenance>>>,
     last_vacuum: Option<Instant>,
 }
@@ -151,7 +151,7 @@ impl Syncer {
             progress: false,
             background: false,
             last_checkpoint: None,
-            since_checkpoint: 0,
+            since_checkpoint: (0, 0),
             maintenance: None,
             last_vacuum: None,
         })
@@ -199,11 +199,12 @@ impl Syncer {
         self.state = self.table.load(options).await?;
         self.last_checkpoint = self.table.last_checkpoint().await?;
         if let Some(state) = &self.state {
-            self.since_checkpoint = match self.last_checkpoint {
+            let commits = match self.last_checkpoint {
                 Some(c) if c >= state.version() => 0,
                 Some(c) => state.version() - c,
                 None => state.version() + 1,
             };
+            self.since_checkpoint = (commits, 0);
             if self.view.version() != Some(state.version()) {
                 let changed = self.view.rebuild(&self.table, state)?;
                 tracing::info!(
@@ -384,7 +385,8 @@ impl Syncer {
             .table
             .commit(&mut self.state, &changes, Some(mark), true)
             .await?;
-        self.since_checkpoint += (changes.adds.len() + changes.removes.len()) as u64 + 1;
+        self.since_checkpoint.0 += 1;
+        self.since_checkpoint.1 += (changes.adds.len() + changes.removes.len()) as u64;
         let state = self
             .state
             .as_ref()
@@ -419,8 +421,9 @@ impl Syncer {
         if self.maintenance.is_some() {
             return Ok(()); // one at a time; the next pass looks again
         }
-        let checkpoint_due = self.since_checkpoint >= self.settings.checkpoint_interval
-            || self.since_checkpoint >= CHECKPOINT_ACTIONS;
+        let (commits, actions) = self.since_checkpoint;
+        let checkpoint_due =
+            commits >= self.settings.checkpoint_interval || actions >= CHECKPOINT_ACTIONS;
         let vacuum_due =
             self.background && self.last_vacuum.is_none_or(|t| t.elapsed() >= VACUUM_EVERY);
         let job = if checkpoint_due {
@@ -433,7 +436,7 @@ impl Syncer {
         if job == Job::Vacuum {
             self.last_vacuum = Some(Instant::now());
         } else {
-            self.since_checkpoint = 0;
+            self.since_checkpoint = (0, 0);
         }
         let snapshot = state.clone();
         let table = self.table.clone();
@@ -464,8 +467,8 @@ impl Syncer {
             Ok(Ok(done)) => self.record(done),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cache maintenance failed (retried later)");
-                self.since_checkpoint =
-                    self.since_checkpoint.max(self.settings.checkpoint_interval);
+                // Try again after the next commit.
+                self.since_checkpoint.0 = self.settings.checkpoint_interval;
             }
             Err(e) => tracing::warn!(error = %e, "cache maintenance task stopped"),
         }

@@ -2,9 +2,11 @@
 //! database runs on SQLite and on the real PostgreSQL server.
 
 mod harness;
+mod python;
 
 mod cli;
 mod daemon;
+mod delta;
 mod feed;
 mod import;
 mod read;

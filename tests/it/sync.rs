@@ -115,6 +115,36 @@ pub async fn table_rows(db: &TestDb) -> Vec<Row> {
     rows
 }
 
+/// The rows quiver's own reader returns for `SELECT * FROM market_data`, in the same shape.
+pub async fn reader_rows(db: &TestDb) -> Vec<Row> {
+    let reader = quiver::read::Reader::open(&db.config).unwrap();
+    let batches = reader
+        .context()
+        .sql("SELECT * FROM market_data")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut bars = Vec::new();
+    for b in &batches {
+        quiver::read::decode_bars(b, &mut bars).unwrap();
+    }
+    let mut rows: Vec<Row> = bars
+        .into_iter()
+        .map(|b| {
+            (
+                b.symbol.to_string(),
+                b.timeframe.to_string(),
+                b.ts_micros(),
+                [b.open, b.high, b.low, b.close, b.volume].map(|d| d.normalize().to_string()),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// Both checks: `verify` finds no difference, and the files hold exactly the table's rows.
 pub async fn assert_mirrored(db: &TestDb, context: &str) {
     let cache = Cache::new(&db.config.cache.dir);
@@ -281,6 +311,8 @@ async fn randomized_operations_stay_mirrored(db: TestDb) {
     ];
     let start = us(2023, 12, 20, 0, 0);
     let mut s = syncer(&db);
+    let mut readers = crate::python::Readers::start();
+    let delta = db.config.cache.dir.join("delta/market_data");
     let mut ops = 0;
     for round in 0..12 {
         let mut batch = String::new();
@@ -354,7 +386,18 @@ async fn randomized_operations_stay_mirrored(db: TestDb) {
         }
         exec(&db, &batch).await;
         s.pass(false).await.unwrap();
-        assert_mirrored(&db, &format!("round {round} after {ops} operations")).await;
+        // Through verify and the plain view (parquet crate), quiver's reader, a Delta reader.
+        let context = format!("round {round} after {ops} operations");
+        assert_mirrored(&db, &context).await;
+        let table = table_rows(&db).await;
+        assert!(
+            reader_rows(&db).await == table,
+            "{context}: quiver's reader"
+        );
+        assert!(
+            readers.rows("deltalake", &delta, None) == table,
+            "{context}: deltalake"
+        );
     }
     assert!(
         db.count().await > 100,
