@@ -198,6 +198,8 @@ pub struct Store {
     inner: Inner,
     url: String,
     schema: Option<String>,
+    /// SQLite: direct read-only connections for scans.
+    direct: Option<std::sync::Arc<sqlite::Direct>>,
 }
 
 #[derive(Clone, Debug)]
@@ -225,10 +227,15 @@ impl Store {
             });
         };
         tracing::debug!(url = %redact_url(url), "connected");
+        let direct = match &inner {
+            Inner::Sqlite(p) => Some(std::sync::Arc::new(sqlite::Direct::new(p))),
+            Inner::Postgres(_) => None,
+        };
         Ok(Store {
             inner,
             url: config.url.clone(),
             schema: config.schema.clone(),
+            direct,
         })
     }
 
@@ -388,7 +395,10 @@ impl Store {
     /// Streams rows in the cache's representation (see [`Scan`] for the order).
     pub fn scan(&self, scan: Scan) -> ScanStream<'_> {
         match &self.inner {
-            Inner::Sqlite(p) => sqlite::scan(p, scan),
+            Inner::Sqlite(p) => match &self.direct {
+                Some(direct) => sqlite::scan(p, direct, scan),
+                None => sqlite::scan_sqlx(p, scan),
+            },
             Inner::Postgres(p) => postgres::scan(p, scan),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -357,11 +358,29 @@ const SCAN_ALL: &str = "SELECT symbol, timeframe, ts, open, high, low, close, vo
 const SCAN_SERIES: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
      FROM market_data WHERE symbol = ? AND timeframe = ? AND ts >= ? AND ts < ? ORDER BY ts";
 
-pub(super) fn scan(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
-    let file = pool.connect_options().get_filename().to_path_buf();
-    if scan == Scan::All && file.is_file() {
-        return scan_all(file);
+pub(super) fn scan<'a>(pool: &'a SqlitePool, direct: &Arc<Direct>, scan: Scan) -> ScanStream<'a> {
+    match scan {
+        Scan::All if direct.file.is_file() => direct.scan(SCAN_ALL, Vec::new()),
+        Scan::Series {
+            symbol,
+            timeframe,
+            start,
+            end,
+        } if direct.file.is_file() => direct.scan(
+            SCAN_SERIES,
+            vec![
+                symbol.into(),
+                timeframe.into(),
+                start.unwrap_or(i64::MIN).into(),
+                end.unwrap_or(i64::MAX).into(),
+            ],
+        ),
+        other => scan_sqlx(pool, other),
     }
+}
+
+/// Scans through sqlx: filtered scans (`live.market_data`), and in-memory databases.
+pub(super) fn scan_sqlx(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
     let query = match scan {
         Scan::All => sqlx::query(SCAN_ALL),
         Scan::Series {
@@ -402,45 +421,101 @@ pub(super) fn scan(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
     }))
 }
 
+/// Read-only rusqlite connections to the database file, reused across scans.
+///
+/// sqlx moves each row through its worker's channel as a boxed value set, which caps a scan
+/// near 270k rows/s; stepping the statement directly on a blocking thread reads several times
+/// faster. The sync pass scans through these: the snapshot, and every changed partition it
+/// re-reads. One statement is one read transaction, so each scan is one consistent snapshot
+/// of what it reads.
+#[derive(Debug)]
+pub(super) struct Direct {
+    file: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+/// Idle connections kept for reuse.
+const DIRECT_IDLE: usize = 2;
+
+impl Direct {
+    pub(super) fn new(pool: &SqlitePool) -> Direct {
+        Direct {
+            file: pool.connect_options().get_filename().to_path_buf(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn connection(&self) -> Result<rusqlite::Connection> {
+        let reused = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        if let Some(c) = reused {
+            return Ok(c);
+        }
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.file,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: rusqlite::Connection) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < DIRECT_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `sql` with `params` on a blocking thread, streaming its rows in chunks; the
+    /// connection goes back to the idle list when the scan ends.
+    fn scan(
+        self: &Arc<Direct>,
+        sql: &'static str,
+        params: Vec<rusqlite::types::Value>,
+    ) -> ScanStream<'static> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<ScanRow>>>(4);
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = this.connection().and_then(|conn| {
+                let read = read_rows(&conn, sql, &params, &tx);
+                this.give_back(conn);
+                read
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        Box::pin(chunks.flat_map(|chunk| {
+            let rows: Vec<Result<ScanRow>> = match chunk {
+                Ok(rows) => rows.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            futures_util::stream::iter(rows)
+        }))
+    }
+}
+
 /// Rows handed from the reading thread to the stream at a time.
 const SCAN_CHUNK: usize = 8192;
 
-/// The whole table through a plain read-only SQLite connection on a blocking thread: sqlx
-/// moves each row through its worker's channel as a boxed value set, which caps a full scan
-/// near 270k rows/s; stepping the statement directly reads several times faster (the snapshot
-/// of the sync pass and `verify` use this). One statement is one read transaction, so the
-/// rows are one consistent snapshot of the table.
-fn scan_all(file: std::path::PathBuf) -> ScanStream<'static> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<ScanRow>>>(4);
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = read_all(&file, &tx) {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
-    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
-    Box::pin(chunks.flat_map(|chunk| {
-        let rows: Vec<Result<ScanRow>> = match chunk {
-            Ok(rows) => rows.into_iter().map(Ok).collect(),
-            Err(e) => vec![Err(e)],
-        };
-        futures_util::stream::iter(rows)
-    }))
-}
-
-fn read_all(
-    file: &std::path::Path,
+fn read_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[rusqlite::types::Value],
     tx: &tokio::sync::mpsc::Sender<Result<Vec<ScanRow>>>,
 ) -> Result<()> {
-    use rusqlite::OpenFlags;
-    let conn = rusqlite::Connection::open_with_flags(
-        file,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    let mut statement = conn.prepare(SCAN_ALL)?;
-    let mut rows = statement.query([])?;
+    let mut statement = conn.prepare(sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
     let mut tracker = SeriesTracker::default();
     let mut chunk = Vec::with_capacity(SCAN_CHUNK);
     while let Some(row) = rows.next()? {
