@@ -262,7 +262,7 @@ fn read(c: &mut Criterion) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/duckdb_polars.py");
         let status = Command::new("python3")
             .arg(script)
-            .arg(cache.table_dir())
+            .arg(cache.view_dir())
             .env("QUIVER_BENCH_DIR", common::bench_dir())
             .status();
         match status {

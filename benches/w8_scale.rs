@@ -208,6 +208,7 @@ async fn run(backend: &str, partitions: usize) {
             .expect("clean up");
     }
     latencies.sort();
+    let delta_rs = delta_rs(&cache);
     println!(
         "w8_scale/{backend}/{partitions}: one-bar commit-to-visible p50 {:.1} ms, p99 {:.1} ms \
          ({COMMITS} commits); reader open {:.1} ms, +{:.1} MiB; one-symbol-month read p50 \
@@ -221,6 +222,30 @@ async fn run(backend: &str, partitions: usize) {
         checkpoint_bytes as f64 / 1e6,
         snapshot.as_secs_f64(),
     );
+    if let Some(line) = delta_rs {
+        println!("w8_scale/{backend}/{partitions}: {line}");
+    }
+}
+
+/// delta-rs's commit path on the same table (`benches/delta_rs_commit.py`), unless
+/// `QUIVER_BENCH_PYTHON=0`.
+fn delta_rs(cache: &Cache) -> Option<String> {
+    if std::env::var("QUIVER_BENCH_PYTHON").as_deref() == Ok("0") {
+        return None;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/delta_rs_commit.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(cache.table_dir())
+        .env("QUIVER_BENCH_DIR", common::bench_dir())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        other => {
+            eprintln!("the delta-rs comparison did not run: {other:?}");
+            None
+        }
+    }
 }
 
 fn main() {

@@ -103,6 +103,8 @@ pub struct Syncer {
     since_checkpoint: (u64, u64),
     maintenance: Option<tokio::task::JoinHandle<Result<Maintenance>>>,
     last_vacuum: Option<Instant>,
+    /// The version the plain view was last brought to by this syncer.
+    view_at: Option<u64>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -154,6 +156,7 @@ impl Syncer {
             since_checkpoint: (0, 0),
             maintenance: None,
             last_vacuum: None,
+            view_at: None,
         })
     }
 
@@ -205,17 +208,28 @@ impl Syncer {
                 None => state.version() + 1,
             };
             self.since_checkpoint = (commits, 0);
-            if self.view.version() != Some(state.version()) {
-                let changed = self.view.rebuild(&self.table, state)?;
-                tracing::info!(
-                    version = state.version(),
-                    partitions = changed,
-                    "plain view was behind the table; rebuilt"
-                );
-            }
+            self.view_at = self.view.version();
         }
         self.view.clean_staging()?;
         self.loaded = true;
+        Ok(())
+    }
+
+    /// Rebuilds the plain view when it is not at the table's version: after a crash, or an
+    /// update that failed (a full disk) after its commit.
+    fn catch_up_view(&mut self) -> Result<()> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        if self.view_at != Some(state.version()) {
+            let changed = self.view.rebuild(&self.table, state)?;
+            tracing::info!(
+                version = state.version(),
+                partitions = changed,
+                "plain view was behind the table; rebuilt"
+            );
+            self.view_at = Some(state.version());
+        }
         Ok(())
     }
 
@@ -227,6 +241,7 @@ impl Syncer {
         if !self.loaded {
             self.load().await?;
         }
+        self.catch_up_view()?;
         let mark = self.state.as_ref().and_then(|s| s.sync_mark().cloned());
         if let Some(m) = &mark
             && !full
@@ -249,6 +264,11 @@ impl Syncer {
             }
             Some(mark) => {
                 let batch = self.store.changes_since(&mark.position).await?;
+                tracing::debug!(
+                    days = batch.days.len(),
+                    changes_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "change log read"
+                );
                 if batch.everything() {
                     self.snapshot(batch.next).await?
                 } else if batch.days.is_empty() {
@@ -346,7 +366,14 @@ impl Syncer {
                 Ok((key, data))
             }
         });
+        let started = Instant::now();
         let (written, rows) = write_partitions(&self.table, Box::pin(partitions), None).await?;
+        tracing::debug!(
+            partitions = written.len(),
+            rows,
+            read_and_write_ms = started.elapsed().as_secs_f64() * 1e3,
+            "changed partitions re-read and written"
+        );
         let mut changes = Changes::default();
         let mut removed = 0;
         for (key, file) in written {
@@ -381,10 +408,12 @@ impl Syncer {
             source: self.source.clone(),
             writer: String::new(),
         };
+        let started = Instant::now();
         let version = self
             .table
             .commit(&mut self.state, &changes, Some(mark), true)
             .await?;
+        let commit_ms = started.elapsed().as_secs_f64() * 1e3;
         self.since_checkpoint.0 += 1;
         self.since_checkpoint.1 += (changes.adds.len() + changes.removes.len()) as u64;
         let state = self
@@ -394,11 +423,13 @@ impl Syncer {
         let started = Instant::now();
         let partitions = changes.partitions();
         self.view.update(&self.table, state, &partitions)?;
+        self.view_at = Some(version);
         tracing::debug!(
             version,
             partitions = partitions.len(),
+            commit_ms,
             view_ms = started.elapsed().as_secs_f64() * 1e3,
-            "plain view updated"
+            "committed; plain view updated"
         );
         // Only once the position is durable may the log forget what it covers.
         if let Err(e) = self.store.prune_changes(&position).await {
