@@ -20,6 +20,47 @@ use quiver::sync::Syncer;
 use quiver::{Bar, OnConflict, Store, Symbol};
 use rust_decimal::Decimal;
 
+/// Counts live heap bytes, so the memory a reader keeps is measured exactly (the resident size
+/// hides it: freed memory of earlier sizes is reused).
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is kept.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's layout is passed on as is.
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` was allocated by `alloc` above with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        // SAFETY: forwarded unchanged; `ptr` came from this allocator with `layout`.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new) };
+        if !p.is_null() {
+            LIVE.fetch_add(
+                new as isize - layout.size() as isize,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_mib() -> f64 {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed) as f64 / (1 << 20) as f64
+}
+
 const COMMITS: usize = 60;
 const MONTHS: usize = 100;
 
@@ -30,17 +71,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// Resident memory of this process, in MiB.
-fn rss_mib() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0 / (1 << 20) as f64
 }
 
 fn month_start(m: usize) -> DateTime<Utc> {
@@ -122,13 +152,25 @@ async fn run(backend: &str, partitions: usize) {
     let checkpoint = started.elapsed();
 
     // Reader open: the checkpoint and the commits after it; memory it holds.
-    let before = rss_mib();
+    let before = live_mib();
     let started = Instant::now();
     let reader = Reader::new(cache.clone()).expect("reader");
     let opened = reader.snapshot().await.expect("open").expect("a version");
     let open = started.elapsed();
-    let reader_mib = rss_mib() - before;
+    let reader_mib = live_mib() - before;
     assert_eq!(opened.state.file_count(), partitions);
+    drop(opened);
+    // A writer's state of the same version (with tombstones and the position).
+    let before = live_mib();
+    let written = table
+        .load(quiver::cache::LoadOptions {
+            tombstones: true,
+            sync_mark: true,
+        })
+        .await
+        .expect("load");
+    let writer_mib = live_mib() - before;
+    drop(written);
 
     // A one-symbol-month read (one partition), warm.
     let month = month_start(MONTHS / 2);
@@ -211,12 +253,13 @@ async fn run(backend: &str, partitions: usize) {
     let delta_rs = delta_rs(&cache);
     println!(
         "w8_scale/{backend}/{partitions}: one-bar commit-to-visible p50 {:.1} ms, p99 {:.1} ms \
-         ({COMMITS} commits); reader open {:.1} ms, +{:.1} MiB; one-symbol-month read p50 \
-         {:.2} ms; checkpoint {:.0} ms ({:.1} MB); snapshot {:.1} s",
+         ({COMMITS} commits); reader open {:.1} ms, {:.1} MiB (a writer's state {:.1} MiB); \
+         one-symbol-month read p50 {:.2} ms; checkpoint {:.0} ms ({:.1} MB); snapshot {:.1} s",
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
         ms(open),
         reader_mib,
+        writer_mib,
         ms(percentile(&reads, 0.5)),
         ms(checkpoint),
         checkpoint_bytes as f64 / 1e6,

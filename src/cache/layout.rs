@@ -40,10 +40,11 @@ impl Period {
         let date = DateTime::<Utc>::from_timestamp_micros(micros)
             .map(|t| t.date_naive())
             .unwrap_or_default();
+        let (y, m, d) = (date.year(), date.month(), date.day());
         match self {
-            Period::Day => date.format("%Y-%m-%d").to_string(),
-            Period::Month => date.format("%Y-%m").to_string(),
-            Period::Year => date.format("%Y").to_string(),
+            Period::Day => format!("{y:04}-{m:02}-{d:02}"),
+            Period::Month => format!("{y:04}-{m:02}"),
+            Period::Year => format!("{y:04}"),
             Period::All => "all".into(),
         }
     }

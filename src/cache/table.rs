@@ -31,6 +31,8 @@ use crate::model::Timeframe;
 
 /// The table's partition columns, in folder order.
 pub const PARTITION_COLUMNS: [&str; 2] = ["timeframe", "symbol"];
+/// The table property that makes checkpoints carry `stats_parsed`.
+const STATS_AS_STRUCT: &str = "delta.checkpoint.writeStatsAsStruct";
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
@@ -118,6 +120,7 @@ impl DataFile {
         size: i64,
         modified_ms: i64,
         stats: Option<&str>,
+        parsed: Option<checkpoint::FileStats>,
         at: &str,
     ) -> Result<DataFile> {
         let bad = |message: String| Error::DeltaLog {
@@ -127,20 +130,34 @@ impl DataFile {
         let timeframe =
             value("timeframe").ok_or_else(|| bad("no timeframe partition value".into()))?;
         let symbol = value("symbol").ok_or_else(|| bad("no symbol partition value".into()))?;
-        let stats = stats.ok_or_else(|| {
-            bad("no statistics (quiver needs numRecords and the ts range)".into())
-        })?;
-        let stats: Stats<'_> =
-            serde_json::from_str(stats).map_err(|e| bad(format!("unreadable statistics: {e}")))?;
-        let ts = |v: Option<TsStat<'_>>, which: &str| -> Result<i64> {
-            let text = v
-                .and_then(|v| v.ts)
-                .ok_or_else(|| bad(format!("no {which} ts in its statistics")))?;
-            DateTime::parse_from_rfc3339(&text)
-                .map(|t| t.timestamp_micros())
-                .map_err(|e| bad(format!("{which} ts {text:?}: {e}")))
+        // Typed statistics (a quiver checkpoint), else quiver's own JSON, else any JSON.
+        let quick = match parsed {
+            Some(p) => Some((p.num_records.max(0) as u64, p.min, p.max)),
+            None => stats.and_then(quick_stats),
         };
-        let (min_ts, max_ts) = (ts(stats.min_values, "min")?, ts(stats.max_values, "max")?);
+        let (rows, min_ts, max_ts) = match quick {
+            Some(q) => q,
+            None => {
+                let stats = stats.ok_or_else(|| {
+                    bad("no statistics (quiver needs numRecords and the ts range)".into())
+                })?;
+                let stats: Stats<'_> = serde_json::from_str(stats)
+                    .map_err(|e| bad(format!("unreadable statistics: {e}")))?;
+                let ts = |v: Option<TsStat<'_>>, which: &str| -> Result<i64> {
+                    let text = v
+                        .and_then(|v| v.ts)
+                        .ok_or_else(|| bad(format!("no {which} ts in its statistics")))?;
+                    DateTime::parse_from_rfc3339(&text)
+                        .map(|t| t.timestamp_micros())
+                        .map_err(|e| bad(format!("{which} ts {text:?}: {e}")))
+                };
+                (
+                    stats.num_records,
+                    ts(stats.min_values, "min")?,
+                    ts(stats.max_values, "max")?,
+                )
+            }
+        };
         let tf = Timeframe::parse(&timeframe).map_err(bad)?;
         Ok(DataFile {
             key: PartitionKey {
@@ -149,13 +166,62 @@ impl DataFile {
                 symbol,
             },
             path: delta::uri_to_path(uri),
-            rows: stats.num_records,
+            rows,
             bytes: size.max(0) as u64,
             min_ts,
             max_ts,
             modified_ms,
         })
     }
+}
+
+/// The statistics quiver writes (`{"numRecords":N,"minValues":{"ts":"…"},"maxValues":{"ts":"…"},…}`
+/// with timestamps as `YYYY-MM-DDTHH:MM:SS.ffffffZ`), read without a JSON parser: opening a
+/// table of 100k files parses 100k of them. Anything else goes to the general parser.
+fn quick_stats(s: &str) -> Option<(u64, i64, i64)> {
+    let rest = s.strip_prefix("{\"numRecords\":")?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+    let rows = rest[..digits].parse().ok()?;
+    let rest = rest[digits..].strip_prefix(",\"minValues\":{\"ts\":\"")?;
+    let (min, rest) = rest.split_once('"')?;
+    let rest = rest.strip_prefix("},\"maxValues\":{\"ts\":\"")?;
+    let (max, _) = rest.split_once('"')?;
+    Some((rows, quick_micros(min)?, quick_micros(max)?))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` as microseconds since the epoch.
+fn quick_micros(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if b.len() != 27
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[26] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        b[r].iter().try_fold(0i64, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, us) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    // Days from civil (proleptic Gregorian), H. Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + us)
 }
 
 #[derive(Deserialize)]
@@ -189,7 +255,6 @@ impl Series {
     }
 
     fn insert(&mut self, file: Arc<DataFile>) {
-        self.files.retain(|f| f.path != file.path);
         let at = self
             .files
             .partition_point(|f| (f.min_ts, &f.path) < (file.min_ts, &file.path));
@@ -367,13 +432,12 @@ impl TableState {
         }
     }
 
-    fn add_file(&mut self, file: DataFile) {
+    /// Adds a live file. `fresh` when the path cannot be live already (a checkpoint lists
+    /// each file once): then there is nothing to replace.
+    fn add_file(&mut self, file: DataFile, fresh: bool) {
         let series = file.key.series();
-        if let Some(old) = self.remove_file(Some(&series), &file.path, None) {
-            // Re-adding a live path replaces its entry (metadata only); nothing is removed.
-            if let Some(t) = self.tombstones.as_mut() {
-                t.remove(&old.path);
-            }
+        if !fresh && self.remove_file(Some(&series), &file.path, None).is_some() {
+            // Re-adding a live path replaces its entry (metadata only).
         }
         self.files += 1;
         self.rows += file.rows;
@@ -381,8 +445,14 @@ impl TableState {
         if let Some(t) = self.tombstones.as_mut() {
             t.remove(&file.path);
         }
-        let entry = self.series.entry(Arc::new(series)).or_default();
-        Arc::make_mut(entry).insert(Arc::new(file));
+        let file = Arc::new(file);
+        match self.series.get_mut(&series) {
+            Some(entry) => Arc::make_mut(entry).insert(file),
+            None => {
+                self.series
+                    .insert(Arc::new(series), Arc::new(Series { files: vec![file] }));
+            }
+        }
     }
 
     /// Removes a live file; `deleted_ms` records a tombstone when the state keeps them.
@@ -476,9 +546,10 @@ impl TableState {
                 a.size,
                 a.modification_time,
                 a.stats.as_deref(),
+                None,
                 at,
             )?;
-            self.add_file(file);
+            self.add_file(file, false);
         }
         self.version = version;
         Ok(())
@@ -496,7 +567,7 @@ impl TableState {
             self.remove_file(Some(&f.key.series()), &f.path, Some(at_ms));
         }
         for f in &changes.adds {
-            self.add_file(f.clone());
+            self.add_file(f.clone(), true);
         }
         if let Some(mark) = mark {
             self.sync = Some(Arc::new(mark));
@@ -552,9 +623,10 @@ impl checkpoint::Visitor for FromCheckpoint<'_> {
             add.size,
             add.modification_time,
             add.stats,
+            add.parsed,
             self.at,
         )?;
-        self.state.add_file(file);
+        self.state.add_file(file, true);
         Ok(())
     }
 
@@ -892,7 +964,14 @@ impl Table {
             protocol: None,
             metadata: None,
         };
-        checkpoint::read(path, bytes, &mut visitor)?;
+        let started = std::time::Instant::now();
+        checkpoint::read(path, bytes, options.tombstones, &mut visitor)?;
+        tracing::debug!(
+            path,
+            files = visitor.state.files,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "checkpoint read"
+        );
         let (Some(protocol), Some(metadata)) = (visitor.protocol, visitor.metadata) else {
             return Err(Error::DeltaLog {
                 path: path.into(),
@@ -1072,7 +1151,9 @@ impl Table {
                 },
                 schema_string: schema_string(),
                 partition_columns: PARTITION_COLUMNS.iter().map(|c| c.to_string()).collect(),
-                configuration: Default::default(),
+                // Checkpoints also hold the statistics and partition values as typed columns:
+                // a reader opening 100k files decodes three integers per file, not JSON.
+                configuration: [(STATS_AS_STRUCT.to_string(), Some("true".to_string()))].into(),
                 created_time: Some(at),
             };
             actions.push(Action::Protocol(protocol.clone()));
@@ -1126,7 +1207,35 @@ impl Table {
         retention: std::time::Duration,
     ) -> Result<u64> {
         let cutoff = now_ms() - retention.as_millis() as i64;
-        let adds: Vec<Add> = state.files().map(|f| f.add_action(true)).collect();
+        // In series and time order, so a reader builds each series by appending.
+        let mut files: Vec<&Arc<DataFile>> = state.files().collect();
+        files.sort_by(|a, b| {
+            (&a.key.timeframe, &a.key.symbol, a.min_ts).cmp(&(
+                &b.key.timeframe,
+                &b.key.symbol,
+                b.min_ts,
+            ))
+        });
+        let adds: Vec<Add> = files.iter().map(|f| f.add_action(true)).collect();
+        let stats: Vec<checkpoint::FileStats> = files
+            .iter()
+            .map(|f| checkpoint::FileStats {
+                num_records: f.rows as i64,
+                min: f.min_ts,
+                max: f.max_ts,
+            })
+            .collect();
+        let as_struct = state
+            .metadata
+            .configuration
+            .get(STATS_AS_STRUCT)
+            .and_then(|v| v.as_deref())
+            == Some("true");
+        let parsed = as_struct.then_some(checkpoint::Parsed {
+            partition_columns: &state.metadata.partition_columns,
+            ts_column: "ts",
+            stats: &stats,
+        });
         let removes: Vec<Remove> = state
             .tombstones()
             .filter(|(_, t)| t.deleted_ms >= cutoff)
@@ -1151,6 +1260,7 @@ impl Table {
             &state.txns,
             &adds,
             &removes,
+            parsed,
         )?;
         let len = bytes.len() as u64;
         let pointer = LastCheckpoint {
@@ -1281,4 +1391,45 @@ pub fn read_local(
         .local_path(&file.path)
         .ok_or_else(|| Error::invalid("reading a file of a table that is not on a local disk"))?;
     super::file::read(&path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiver_statistics_parse_without_json_and_agree_with_the_general_parser() {
+        let file = DataFile {
+            key: PartitionKey {
+                timeframe: "1m".into(),
+                symbol: "A".into(),
+                period: "2024-06".into(),
+            },
+            path: "p".into(),
+            rows: 8190,
+            bytes: 1,
+            min_ts: 1_717_425_000_000_007,
+            max_ts: -62_135_596_800_000_000, // 0001-01-01
+            modified_ms: 0,
+        };
+        let stats = file.stats();
+        assert_eq!(
+            quick_stats(&stats),
+            Some((8190, 1_717_425_000_000_007, -62_135_596_800_000_000))
+        );
+        for t in [
+            "2024-02-29T23:59:59.999999Z",
+            "1969-12-31T23:59:59.000001Z",
+            "2000-03-01T00:00:00.000000Z",
+        ] {
+            let general = DateTime::parse_from_rfc3339(t).unwrap().timestamp_micros();
+            assert_eq!(quick_micros(t), Some(general), "{t}");
+        }
+        assert_eq!(quick_micros("2024-13-01T00:00:00.000000Z"), None);
+        assert_eq!(
+            quick_stats("{\"numRecords\":3}"),
+            None,
+            "others take the general path"
+        );
+    }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanBuilder, Int32Array, Int64Array, Int64Builder, ListArray, ListBuilder,
     MapArray, MapBuilder, MapFieldNames, RecordBatch, StringArray, StringBuilder, StructArray,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{Field, Fields, Schema};
@@ -33,8 +34,34 @@ pub struct AddRef<'a> {
     pub size: i64,
     /// When written (ms since the epoch).
     pub modification_time: i64,
-    /// The statistics JSON, when present.
+    /// The statistics JSON, when present (and no parsed statistics were read).
     pub stats: Option<&'a str>,
+    /// The statistics from `stats_parsed`, when the checkpoint has them.
+    pub parsed: Option<FileStats>,
+}
+
+/// The statistics of one file that quiver's checkpoints also store as typed columns
+/// (`stats_parsed`): the row count and the range of the table's time column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStats {
+    /// Rows in the file.
+    pub num_records: i64,
+    /// Smallest value of the time column (microseconds).
+    pub min: i64,
+    /// Largest value of the time column (microseconds).
+    pub max: i64,
+}
+
+/// What a checkpoint stores as typed columns besides the JSON: the partition values and the
+/// statistics of the time column `ts_column` (`stats_parsed`, `partitionValues_parsed`).
+#[derive(Clone, Copy, Debug)]
+pub struct Parsed<'a> {
+    /// The table's partition columns (all strings).
+    pub partition_columns: &'a [String],
+    /// The time column whose range the statistics hold.
+    pub ts_column: &'a str,
+    /// One entry per `add`, in order.
+    pub stats: &'a [FileStats],
 }
 
 /// A `remove` (a tombstone) of a checkpoint.
@@ -114,13 +141,15 @@ enum Row {
     Remove(usize),
 }
 
-/// The checkpoint's Parquet bytes for a table state, and the number of actions in it.
+/// The checkpoint's Parquet bytes for a table state, and the number of actions in it. With
+/// `parsed`, the `add`s also carry `stats_parsed` and `partitionValues_parsed`.
 pub fn write(
     protocol: &Protocol,
     metadata: &Metadata,
     txns: &[Txn],
     adds: &[Add],
     removes: &[Remove],
+    parsed: Option<Parsed<'_>>,
 ) -> Result<(Bytes, u64)> {
     let mut rows = vec![Row::Protocol, Row::Metadata];
     rows.extend((0..txns.len()).map(Row::Txn));
@@ -307,18 +336,81 @@ pub fn write(
             }
         }
     }
-    let add_col = struct_column(
-        vec![
-            ("path", Arc::new(path.finish()) as ArrayRef),
-            ("partitionValues", Arc::new(values.finish())),
-            ("size", Arc::new(size.finish())),
-            ("modificationTime", Arc::new(modified.finish())),
-            ("dataChange", Arc::new(data_change.finish())),
-            ("stats", Arc::new(stats.finish())),
-            ("tags", Arc::new(tags.finish())),
-        ],
-        &valid(&|r| matches!(r, Row::Add(_))),
-    )?;
+    let add_valid = valid(&|r| matches!(r, Row::Add(_)));
+    let mut add_children = vec![
+        ("path", Arc::new(path.finish()) as ArrayRef),
+        ("partitionValues", Arc::new(values.finish())),
+        ("size", Arc::new(size.finish())),
+        ("modificationTime", Arc::new(modified.finish())),
+        ("dataChange", Arc::new(data_change.finish())),
+        ("stats", Arc::new(stats.finish())),
+        ("tags", Arc::new(tags.finish())),
+    ];
+    if let Some(p) = parsed {
+        let add_index = |r: &Row| match r {
+            Row::Add(i) => Some(*i),
+            _ => None,
+        };
+        let mut partition_children = Vec::new();
+        for column in p.partition_columns {
+            let values: Vec<Option<&str>> = rows
+                .iter()
+                .map(|r| {
+                    add_index(r).and_then(|i| {
+                        adds[i]
+                            .partition_values
+                            .get(column)
+                            .and_then(|v| v.as_deref())
+                    })
+                })
+                .collect();
+            partition_children.push((
+                column.as_str(),
+                Arc::new(StringArray::from(values)) as ArrayRef,
+            ));
+        }
+        add_children.push((
+            "partitionValues_parsed",
+            struct_column(partition_children, &add_valid)?,
+        ));
+        let of = |f: &dyn Fn(&FileStats) -> i64| -> Vec<Option<i64>> {
+            rows.iter()
+                .map(|r| add_index(r).and_then(|i| p.stats.get(i)).map(f))
+                .collect()
+        };
+        let ts = |values: Vec<Option<i64>>| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+        };
+        let stats_parsed = struct_column(
+            vec![
+                (
+                    "numRecords",
+                    Arc::new(Int64Array::from(of(&|s| s.num_records))) as ArrayRef,
+                ),
+                (
+                    "minValues",
+                    struct_column(vec![(p.ts_column, ts(of(&|s| s.min)))], &add_valid)?,
+                ),
+                (
+                    "maxValues",
+                    struct_column(vec![(p.ts_column, ts(of(&|s| s.max)))], &add_valid)?,
+                ),
+                (
+                    "nullCount",
+                    struct_column(
+                        vec![(
+                            p.ts_column,
+                            Arc::new(Int64Array::from(of(&|_| 0))) as ArrayRef,
+                        )],
+                        &add_valid,
+                    )?,
+                ),
+            ],
+            &add_valid,
+        )?;
+        add_children.push(("stats_parsed", stats_parsed));
+    }
+    let add_col = struct_column(add_children, &add_valid)?;
 
     // remove
     let mut path = StringBuilder::new();
@@ -453,13 +545,50 @@ fn owned_map(
 }
 
 /// Reads a checkpoint file (`path` names it in errors), handing every action to `visitor`.
-pub fn read(path: &str, bytes: Bytes, visitor: &mut dyn Visitor) -> Result<()> {
+/// Only the columns used are decoded: the parsed statistics and partition values instead of
+/// the JSON and the map when the checkpoint has them, the tombstones only when `removes`.
+pub fn read(path: &str, bytes: Bytes, removes: bool, visitor: &mut dyn Visitor) -> Result<()> {
     let bad = |e: &dyn std::fmt::Display| Error::DeltaLog {
         path: path.to_string(),
         message: format!("unreadable checkpoint: {e}"),
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| bad(&e))?
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
+    let schema = builder.parquet_schema();
+    let leaves: Vec<Vec<String>> = schema
+        .columns()
+        .iter()
+        .map(|c| c.path().parts().to_vec())
+        .collect();
+    let has = |prefix: &[&str]| {
+        leaves
+            .iter()
+            .any(|l| l.len() >= prefix.len() && l.iter().zip(prefix).all(|(a, b)| a == b))
+    };
+    let parsed = has(&["add", "stats_parsed"]) && has(&["add", "partitionValues_parsed"]);
+    let wanted = |leaf: &[String]| -> bool {
+        let parts: Vec<&str> = leaf.iter().map(String::as_str).collect();
+        match parts.as_slice() {
+            ["add", "path" | "size" | "modificationTime", ..] => true,
+            ["add", "deletionVector", ..] => true,
+            ["add", "stats"] | ["add", "partitionValues", ..] => !parsed,
+            ["add", "stats_parsed", "numRecords"] => parsed,
+            ["add", "stats_parsed", "minValues" | "maxValues", _] => parsed,
+            ["add", "partitionValues_parsed", ..] => parsed,
+            ["add", ..] => false,
+            ["remove", ..] => removes,
+            _ => true,
+        }
+    };
+    let mask = datafusion::parquet::arrow::ProjectionMask::leaves(
+        schema,
+        leaves
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| wanted(l))
+            .map(|(i, _)| i),
+    );
+    let reader = builder
+        .with_projection(mask)
         .with_batch_size(65_536)
         .build()
         .map_err(|e| bad(&e))?;
@@ -473,10 +602,36 @@ pub fn read(path: &str, bytes: Bytes, visitor: &mut dyn Visitor) -> Result<()> {
         };
         if let Some(add) = structs("add") {
             let paths: &StringArray = column(add, "path", path)?;
-            let values: &MapArray = column(add, "partitionValues", path)?;
+            let values: Option<&MapArray> = optional(add, "partitionValues");
             let sizes: &Int64Array = column(add, "size", path)?;
             let modified: &Int64Array = column(add, "modificationTime", path)?;
             let stats: Option<&StringArray> = optional(add, "stats");
+            let parsed_values: Option<&StructArray> = optional(add, "partitionValues_parsed");
+            let parsed_stats = optional::<StructArray>(add, "stats_parsed").and_then(|s| {
+                let rows: &Int64Array = optional(s, "numRecords")?;
+                let ts = |name: &str| -> Option<&TimestampMicrosecondArray> {
+                    let values: &StructArray = optional(s, name)?;
+                    values
+                        .columns()
+                        .first()?
+                        .as_any()
+                        .downcast_ref::<TimestampMicrosecondArray>()
+                };
+                Some((rows, ts("minValues")?, ts("maxValues")?))
+            });
+            let parsed_strings: Vec<(&str, &StringArray)> = parsed_values
+                .map(|p| {
+                    p.fields()
+                        .iter()
+                        .zip(p.columns())
+                        .filter_map(|(f, c)| {
+                            c.as_any()
+                                .downcast_ref::<StringArray>()
+                                .map(|a| (f.name().as_str(), a))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             if let Some(dv) = add.column_by_name("deletionVector")
                 && dv.null_count() < dv.len()
                 && (0..add.len()).any(|i| add.is_valid(i) && dv.is_valid(i))
@@ -487,13 +642,29 @@ pub fn read(path: &str, bytes: Bytes, visitor: &mut dyn Visitor) -> Result<()> {
                 if add.is_null(row) {
                     continue;
                 }
-                entries(values, row, &mut pv, path)?;
+                match values {
+                    Some(map) => entries(map, row, &mut pv, path)?,
+                    None => {
+                        pv.clear();
+                        for (name, a) in &parsed_strings {
+                            pv.push((*name, (!a.is_null(row)).then(|| a.value(row))));
+                        }
+                    }
+                }
+                let parsed = parsed_stats.and_then(|(n, lo, hi)| {
+                    (n.is_valid(row) && lo.is_valid(row) && hi.is_valid(row)).then(|| FileStats {
+                        num_records: n.value(row),
+                        min: lo.value(row),
+                        max: hi.value(row),
+                    })
+                });
                 visitor.add(AddRef {
                     path: paths.value(row),
                     partition_values: &pv,
                     size: sizes.value(row),
                     modification_time: modified.value(row),
                     stats: stats.filter(|s| s.is_valid(row)).map(|s| s.value(row)),
+                    parsed,
                 })?;
             }
         }
@@ -644,13 +815,13 @@ mod tests {
 
     #[test]
     fn checkpoints_round_trip() {
-        let protocol = Protocol {
+        let protocol = &Protocol {
             min_reader_version: 1,
             min_writer_version: 2,
             reader_features: None,
             writer_features: None,
         };
-        let metadata = Metadata {
+        let metadata = &Metadata {
             id: "id-1".into(),
             name: None,
             description: Some("d".into()),
@@ -691,18 +862,19 @@ mod tests {
             last_updated: None,
         };
         let (bytes, actions) = write(
-            &protocol,
-            &metadata,
+            protocol,
+            metadata,
             std::slice::from_ref(&txn),
             &[add("a.parquet"), add("b.parquet")],
             std::slice::from_ref(&remove),
+            None,
         )
         .unwrap();
         assert_eq!(actions, 6);
         let mut seen = Collect::default();
-        read("cp", bytes, &mut seen).unwrap();
-        assert_eq!(seen.protocol, vec![protocol]);
-        assert_eq!(seen.metadata, vec![metadata]);
+        read("cp", bytes, true, &mut seen).unwrap();
+        assert_eq!(seen.protocol, vec![protocol.clone()]);
+        assert_eq!(seen.metadata, vec![metadata.clone()]);
         assert_eq!(seen.txns, vec![txn]);
         assert_eq!(seen.removes, vec![("old.parquet".to_string(), Some(9))]);
         assert_eq!(seen.adds.len(), 2);
@@ -715,5 +887,72 @@ mod tests {
             ]
         );
         assert_eq!(seen.adds[1].3.as_deref(), Some("{\"numRecords\":1}"));
+
+        // With parsed statistics, a reader gets them (and the partition values) typed.
+        let columns = ["symbol".to_string(), "timeframe".to_string()];
+        let stats = [
+            FileStats {
+                num_records: 3,
+                min: 10,
+                max: 20,
+            },
+            FileStats {
+                num_records: 4,
+                min: 30,
+                max: 40,
+            },
+        ];
+        let parsed = Parsed {
+            partition_columns: &columns,
+            ts_column: "ts",
+            stats: &stats,
+        };
+        let (bytes, _) = write(
+            protocol,
+            metadata,
+            &[],
+            &[add("a.parquet"), add("b.parquet")],
+            &[],
+            Some(parsed),
+        )
+        .unwrap();
+        struct Typed(Vec<(Option<FileStats>, Values, bool)>);
+        impl Visitor for Typed {
+            fn add(&mut self, a: AddRef<'_>) -> Result<()> {
+                let pv = a
+                    .partition_values
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                    .collect();
+                self.0.push((a.parsed, pv, a.stats.is_some()));
+                Ok(())
+            }
+            fn remove(&mut self, _: RemoveRef<'_>) -> Result<()> {
+                Ok(())
+            }
+            fn metadata(&mut self, _: Metadata) -> Result<()> {
+                Ok(())
+            }
+            fn protocol(&mut self, _: Protocol) -> Result<()> {
+                Ok(())
+            }
+            fn txn(&mut self, _: Txn) -> Result<()> {
+                Ok(())
+            }
+        }
+        let mut typed = Typed(Vec::new());
+        read("cp", bytes, false, &mut typed).unwrap();
+        assert_eq!(typed.0[1].0, Some(stats[1]));
+        assert_eq!(
+            typed.0[1].1,
+            vec![
+                ("symbol".to_string(), Some("A".to_string())),
+                ("timeframe".to_string(), None)
+            ]
+        );
+        assert!(
+            !typed.0[1].2,
+            "the JSON is not decoded when parsed statistics exist"
+        );
     }
 }
