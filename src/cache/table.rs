@@ -576,6 +576,30 @@ impl TableState {
         self.committed_ms = at_ms;
     }
 
+    /// Joins a state built from other row groups of the same checkpoint.
+    fn merge(&mut self, other: TableState) {
+        self.files += other.files;
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+        for (key, series) in other.series {
+            match self.series.get_mut(&key) {
+                Some(entry) => {
+                    let entry = Arc::make_mut(entry);
+                    for f in series.files.iter().cloned() {
+                        entry.insert(f);
+                    }
+                }
+                None => {
+                    self.series.insert(key, series);
+                }
+            }
+        }
+        if let (Some(mine), Some(theirs)) = (self.tombstones.as_mut(), other.tombstones) {
+            mine.extend(theirs);
+        }
+        self.txns.extend(other.txns);
+    }
+
     /// The same version without tombstones: what a reader keeps.
     pub fn without_tombstones(&self) -> TableState {
         TableState {
@@ -602,11 +626,46 @@ fn series_of(values: &PartitionValues) -> Option<SeriesKey> {
 }
 
 /// Builds a state from a checkpoint.
+/// What one thread read of a checkpoint: its files, and the protocol and metadata if its row
+/// groups held them.
+type CheckpointPart = (TableState, Option<Protocol>, Option<Metadata>);
+
+/// Builds (part of) a state from a checkpoint. A checkpoint lists each file once, and quiver's
+/// list them series by series, so the files of a run of one series are gathered and joined to
+/// the state once per run.
 struct FromCheckpoint<'a> {
-    state: &'a mut TableState,
+    state: TableState,
     at: &'a str,
     protocol: Option<Protocol>,
     metadata: Option<Metadata>,
+    run: Option<(SeriesKey, Vec<Arc<DataFile>>)>,
+}
+
+impl FromCheckpoint<'_> {
+    fn end_run(&mut self) {
+        let Some((key, mut files)) = self.run.take() else {
+            return;
+        };
+        files.sort_by(|a, b| (a.min_ts, &a.path).cmp(&(b.min_ts, &b.path)));
+        match self.state.series.get_mut(&key) {
+            Some(entry) => {
+                let entry = Arc::make_mut(entry);
+                for f in files {
+                    entry.insert(f);
+                }
+            }
+            None => {
+                self.state
+                    .series
+                    .insert(Arc::new(key), Arc::new(Series { files }));
+            }
+        }
+    }
+
+    fn finish(mut self) -> CheckpointPart {
+        self.end_run();
+        (self.state, self.protocol, self.metadata)
+    }
 }
 
 impl checkpoint::Visitor for FromCheckpoint<'_> {
@@ -626,7 +685,20 @@ impl checkpoint::Visitor for FromCheckpoint<'_> {
             add.parsed,
             self.at,
         )?;
-        self.state.add_file(file, true);
+        self.state.files += 1;
+        self.state.rows += file.rows;
+        self.state.bytes += file.bytes;
+        let same = self
+            .run
+            .as_ref()
+            .is_some_and(|(k, _)| k.timeframe == file.key.timeframe && k.symbol == file.key.symbol);
+        if !same {
+            self.end_run();
+            self.run = Some((file.key.series(), Vec::new()));
+        }
+        if let Some((_, files)) = self.run.as_mut() {
+            files.push(Arc::new(file));
+        }
         Ok(())
     }
 
@@ -948,7 +1020,7 @@ impl Table {
             configuration: Default::default(),
             created_time: None,
         };
-        let mut state = TableState::new(
+        let empty = TableState::new(
             Protocol {
                 min_reader_version: delta::READER_VERSION,
                 min_writer_version: delta::WRITER_VERSION,
@@ -958,21 +1030,65 @@ impl Table {
             placeholder,
             options.tombstones,
         );
-        let mut visitor = FromCheckpoint {
-            state: &mut state,
-            at: path,
-            protocol: None,
-            metadata: None,
-        };
         let started = std::time::Instant::now();
-        checkpoint::read(path, bytes, options.tombstones, &mut visitor)?;
+        // Row groups are decoded and turned into files on every core, then joined.
+        let groups = checkpoint::row_groups(path, &bytes)?;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(groups)
+            .max(1);
+        let chunks: Vec<Vec<usize>> = (0..threads)
+            .map(|t| (0..groups).filter(|g| g % threads == t).collect())
+            .collect();
+        let parts: Vec<Result<CheckpointPart>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| {
+                    let (bytes, empty) = (bytes.clone(), empty.clone());
+                    scope.spawn(move || {
+                        let mut visitor = FromCheckpoint {
+                            state: empty,
+                            at: path,
+                            protocol: None,
+                            metadata: None,
+                            run: None,
+                        };
+                        checkpoint::read(
+                            path,
+                            bytes,
+                            options.tombstones,
+                            Some(&chunk),
+                            &mut visitor,
+                        )?;
+                        Ok(visitor.finish())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::invalid("a checkpoint reading thread panicked"))
+                    })
+                })
+                .collect()
+        });
+        let mut state = empty;
+        let (mut protocol, mut metadata) = (None, None);
+        for part in parts {
+            let (part, p, m) = part?;
+            protocol = protocol.or(p);
+            metadata = metadata.or(m);
+            state.merge(part);
+        }
         tracing::debug!(
             path,
-            files = visitor.state.files,
+            files = state.files,
+            threads,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "checkpoint read"
         );
-        let (Some(protocol), Some(metadata)) = (visitor.protocol, visitor.metadata) else {
+        let (Some(protocol), Some(metadata)) = (protocol, metadata) else {
             return Err(Error::DeltaLog {
                 path: path.into(),
                 message: "the checkpoint has no protocol or metadata".into(),
@@ -1426,6 +1542,68 @@ mod tests {
             assert_eq!(quick_micros(t), Some(general), "{t}");
         }
         assert_eq!(quick_micros("2024-13-01T00:00:00.000000Z"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_of_many_row_groups_loads_back_file_for_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Table::local(dir.path()).unwrap();
+        let files: Vec<DataFile> = (0..70_000i64)
+            .map(|i| {
+                let (symbol, month) = (format!("S{:04}", i / 100), i % 100);
+                let min_ts = 1_451_606_400_000_000 + month * 2_678_400_000_000 + i;
+                DataFile {
+                    key: PartitionKey::of(&symbol, "1m", min_ts).unwrap(),
+                    path: format!("timeframe=1m/symbol={symbol}/f{i}.parquet"),
+                    rows: 1 + (i % 7) as u64,
+                    bytes: 100 + i as u64,
+                    min_ts,
+                    max_ts: min_ts + 60_000_000,
+                    modified_ms: 5,
+                }
+            })
+            .collect();
+        let changes = Changes {
+            adds: files,
+            ..Changes::default()
+        };
+        let mut state = None;
+        table
+            .commit(&mut state, &changes, None, true)
+            .await
+            .unwrap();
+        let written = state.unwrap();
+        table
+            .checkpoint(&written, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let bytes = table
+            .log()
+            .get(&delta::checkpoint_path(0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(checkpoint::row_groups("cp", &bytes).unwrap(), 3);
+        // Commit 0 read back, and the checkpoint read back on two threads: the same files.
+        let loaded = table.load(LoadOptions::default()).await.unwrap().unwrap();
+        assert_eq!(loaded.version(), 0);
+        assert_eq!(
+            (loaded.file_count(), loaded.rows(), loaded.bytes()),
+            (written.file_count(), written.rows(), written.bytes())
+        );
+        for key in written.series_keys() {
+            let a: Vec<&DataFile> = written
+                .series(&key.timeframe, &key.symbol)
+                .iter()
+                .map(|f| &**f)
+                .collect();
+            let b: Vec<&DataFile> = loaded
+                .series(&key.timeframe, &key.symbol)
+                .iter()
+                .map(|f| &**f)
+                .collect();
+            assert_eq!(a, b, "{key:?}");
+        }
         assert_eq!(
             quick_stats("{\"numRecords\":3}"),
             None,

@@ -91,6 +91,9 @@ pub trait Visitor {
     fn txn(&mut self, txn: Txn) -> Result<()>;
 }
 
+/// Rows per row group of a checkpoint.
+const CHECKPOINT_ROW_GROUP: usize = 32_768;
+
 fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::new(
         Some(MapFieldNames {
@@ -473,6 +476,8 @@ pub fn write(
     let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|c| c.1).collect())?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        // Several row groups, so a reader decodes them on every core.
+        .set_max_row_group_row_count(Some(CHECKPOINT_ROW_GROUP))
         .set_created_by(concat!("quiver ", env!("CARGO_PKG_VERSION")).into())
         .build();
     let mut out = Vec::new();
@@ -544,10 +549,28 @@ fn owned_map(
         .collect())
 }
 
-/// Reads a checkpoint file (`path` names it in errors), handing every action to `visitor`.
+/// The number of row groups of a checkpoint file (they can be read on separate threads).
+pub fn row_groups(path: &str, bytes: &Bytes) -> Result<usize> {
+    datafusion::parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(bytes)
+        .map(|m| m.num_row_groups())
+        .map_err(|e| Error::DeltaLog {
+            path: path.to_string(),
+            message: format!("unreadable checkpoint: {e}"),
+        })
+}
+
+/// Reads a checkpoint file (`path` names it in errors), handing every action to `visitor`;
+/// only the `row_groups` given, when given.
 /// Only the columns used are decoded: the parsed statistics and partition values instead of
 /// the JSON and the map when the checkpoint has them, the tombstones only when `removes`.
-pub fn read(path: &str, bytes: Bytes, removes: bool, visitor: &mut dyn Visitor) -> Result<()> {
+pub fn read(
+    path: &str,
+    bytes: Bytes,
+    removes: bool,
+    row_groups: Option<&[usize]>,
+    visitor: &mut dyn Visitor,
+) -> Result<()> {
     let bad = |e: &dyn std::fmt::Display| Error::DeltaLog {
         path: path.to_string(),
         message: format!("unreadable checkpoint: {e}"),
@@ -587,11 +610,11 @@ pub fn read(path: &str, bytes: Bytes, removes: bool, visitor: &mut dyn Visitor) 
             .filter(|(_, l)| wanted(l))
             .map(|(i, _)| i),
     );
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(65_536)
-        .build()
-        .map_err(|e| bad(&e))?;
+    let mut builder = builder.with_projection(mask).with_batch_size(65_536);
+    if let Some(groups) = row_groups {
+        builder = builder.with_row_groups(groups.to_vec());
+    }
+    let reader = builder.build().map_err(|e| bad(&e))?;
     for batch in reader {
         let batch = batch.map_err(|e| bad(&e))?;
         let mut pv = Vec::new();
@@ -872,7 +895,7 @@ mod tests {
         .unwrap();
         assert_eq!(actions, 6);
         let mut seen = Collect::default();
-        read("cp", bytes, true, &mut seen).unwrap();
+        read("cp", bytes, true, None, &mut seen).unwrap();
         assert_eq!(seen.protocol, vec![protocol.clone()]);
         assert_eq!(seen.metadata, vec![metadata.clone()]);
         assert_eq!(seen.txns, vec![txn]);
@@ -941,7 +964,7 @@ mod tests {
             }
         }
         let mut typed = Typed(Vec::new());
-        read("cp", bytes, false, &mut typed).unwrap();
+        read("cp", bytes, false, None, &mut typed).unwrap();
         assert_eq!(typed.0[1].0, Some(stats[1]));
         assert_eq!(
             typed.0[1].1,

@@ -102,7 +102,8 @@ pub struct Syncer {
     /// Commits, and actions in them, since the last checkpoint.
     since_checkpoint: (u64, u64),
     maintenance: Option<tokio::task::JoinHandle<Result<Maintenance>>>,
-    last_vacuum: Option<Instant>,
+    /// When the daemon vacuums next.
+    next_vacuum: Instant,
     /// The version the plain view was last brought to by this syncer.
     view_at: Option<u64>,
 }
@@ -155,7 +156,7 @@ impl Syncer {
             last_checkpoint: None,
             since_checkpoint: (0, 0),
             maintenance: None,
-            last_vacuum: None,
+            next_vacuum: Instant::now() + VACUUM_FIRST,
             view_at: None,
         })
     }
@@ -409,10 +410,18 @@ impl Syncer {
             writer: String::new(),
         };
         let started = Instant::now();
-        let version = self
+        let version = match self
             .table
             .commit(&mut self.state, &changes, Some(mark), true)
-            .await?;
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                // No version references the files written for it: delete them now.
+                discard(&self.table, changes.adds.iter()).await;
+                return Err(e);
+            }
+        };
         let commit_ms = started.elapsed().as_secs_f64() * 1e3;
         self.since_checkpoint.0 += 1;
         self.since_checkpoint.1 += (changes.adds.len() + changes.removes.len()) as u64;
@@ -455,8 +464,7 @@ impl Syncer {
         let (commits, actions) = self.since_checkpoint;
         let checkpoint_due =
             commits >= self.settings.checkpoint_interval || actions >= CHECKPOINT_ACTIONS;
-        let vacuum_due =
-            self.background && self.last_vacuum.is_none_or(|t| t.elapsed() >= VACUUM_EVERY);
+        let vacuum_due = self.background && Instant::now() >= self.next_vacuum;
         let job = if checkpoint_due {
             Job::Checkpoint
         } else if vacuum_due {
@@ -465,7 +473,7 @@ impl Syncer {
             return Ok(());
         };
         if job == Job::Vacuum {
-            self.last_vacuum = Some(Instant::now());
+            self.next_vacuum = Instant::now() + VACUUM_EVERY;
         } else {
             self.since_checkpoint = (0, 0);
         }
@@ -556,8 +564,10 @@ impl Syncer {
     }
 }
 
-/// How often the daemon vacuums.
+/// How often the daemon vacuums (a vacuum lists every file of the table, so not often).
 const VACUUM_EVERY: Duration = Duration::from_secs(3600);
+/// When the daemon first vacuums after it starts.
+const VACUUM_FIRST: Duration = Duration::from_secs(600);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Job {
@@ -665,10 +675,11 @@ async fn write_partitions(
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<(Vec<(PartitionKey, Option<DataFile>)>, u64)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(PartitionKey, PartitionData)>(QUEUE);
-    let table = Arc::new(table.clone());
+    let writing = Arc::new(table.clone());
     let handle = tokio::runtime::Handle::current();
     let writer = tokio::task::spawn_blocking(move || -> Result<_> {
-        let mut out = Vec::new();
+        let table = writing;
+        let mut out: Vec<(PartitionKey, Option<DataFile>)> = Vec::new();
         let mut rows = 0u64;
         while let Some((key, data)) = rx.blocking_recv() {
             if data.is_empty() {
@@ -676,8 +687,14 @@ async fn write_partitions(
                 continue;
             }
             rows += data.len() as u64;
-            let file = handle.block_on(table.write_file(&key, &data))?;
-            out.push((key, Some(file)));
+            match handle.block_on(table.write_file(&key, &data)) {
+                Ok(file) => out.push((key, Some(file))),
+                Err(e) => {
+                    let written = out.iter().filter_map(|(_, f)| f.as_ref());
+                    handle.block_on(discard(&table, written));
+                    return Err(e);
+                }
+            }
         }
         Ok((out, rows))
     });
@@ -702,9 +719,22 @@ async fn write_partitions(
     let written = writer
         .await
         .map_err(|e| Error::invalid(format!("the Parquet writer stopped: {e}")))?;
-    match failure {
-        Some(e) => Err(e),
-        None => written,
+    match (failure, written) {
+        (None, written) => written,
+        (Some(e), Ok((files, _))) => {
+            discard(table, files.iter().filter_map(|(_, f)| f.as_ref())).await;
+            Err(e)
+        }
+        (Some(e), Err(_)) => Err(e),
+    }
+}
+
+/// Deletes files a failed pass wrote (best effort: vacuum deletes any it misses).
+async fn discard(table: &Table, files: impl Iterator<Item = &DataFile>) {
+    for f in files {
+        if let Err(e) = table.log().delete(&f.path).await {
+            tracing::debug!(path = %f.path, error = %e, "could not delete an uncommitted file");
+        }
     }
 }
 
