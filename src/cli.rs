@@ -84,6 +84,9 @@ pub enum Command {
     /// Delete the files and log entries that no version younger than `cache.retention` needs
     /// (the daemon does this by itself once an hour).
     Vacuum,
+    /// Merge the files of every partition that has more than one (the daemon compacts by
+    /// itself past `cache.compact_files`).
+    Compact,
     /// Print bars of one series from the cache, after an exact warmup.
     Bars(BarsArgs),
     /// SQL over the cache (`market_data`) and the database (`live.market_data`): the
@@ -415,7 +418,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         }
         Command::Status { format } => {
             let cache = Cache::new(&config.cache.dir);
-            let status = status(&store()?, &cache, config.cache.retention).await?;
+            let status = status(&store()?, &cache, &config.cache).await?;
             let text = match format {
                 StatusFormat::Json => serde_json::to_string_pretty(&status)
                     .map_err(|e| Error::invalid(format!("status: {e}")))?,
@@ -450,6 +453,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             w(out, output::bars(&bars, format)?)?;
         }
         Command::Sql(args) => return run_sql(&config, &args, out).await,
+        Command::Compact => {
+            let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?;
+            let report = syncer.compact().await?;
+            w(out, report.to_string())?;
+        }
         Command::Vacuum => {
             let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?;
             let r = syncer.vacuum().await?;

@@ -53,6 +53,9 @@ pub struct CacheConfig {
     pub retention: Duration,
     /// A checkpoint of the Delta log every this many commits.
     pub checkpoint_interval: u64,
+    /// A partition with more files than this (appends of a live feed) is compacted after the
+    /// pass that grew it.
+    pub compact_files: usize,
 }
 
 impl CacheConfig {
@@ -60,6 +63,8 @@ impl CacheConfig {
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
     /// The default checkpoint interval.
     pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 100;
+    /// The default compaction threshold (files per partition).
+    pub const DEFAULT_COMPACT_FILES: usize = 8;
 
     /// The cache under `dir` with the default settings.
     pub fn new(dir: impl Into<PathBuf>) -> CacheConfig {
@@ -67,6 +72,7 @@ impl CacheConfig {
             dir: dir.into(),
             retention: Self::DEFAULT_RETENTION,
             checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
+            compact_files: Self::DEFAULT_COMPACT_FILES,
         }
     }
 }
@@ -153,6 +159,7 @@ struct FileCache {
     dir: Option<PathBuf>,
     retention: Option<String>,
     checkpoint_interval: Option<u64>,
+    compact_files: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -215,6 +222,12 @@ impl Config {
                 return Err("cache.checkpoint_interval must be at least 1".into());
             }
             config.cache.checkpoint_interval = n;
+        }
+        if let Some(n) = file.cache.compact_files {
+            if n < 2 {
+                return Err("cache.compact_files must be at least 2".into());
+            }
+            config.cache.compact_files = n;
         }
         if let Some(p) = file.sync.poll_interval {
             config.sync.poll_interval = humantime::parse_duration(&p)

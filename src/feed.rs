@@ -4,7 +4,7 @@
 //! commit as the files it wrote, so position and data always advance together. Both depend on
 //! this module, and it depends on neither.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 /// A `(symbol, timeframe, UTC day)` that the change log says was touched; `None` for the symbol
 /// means the whole table (PostgreSQL `TRUNCATE`).
@@ -16,6 +16,48 @@ pub struct ChangedDay {
     pub timeframe: Option<String>,
     /// Whole UTC days since the Unix epoch.
     pub day: Option<i64>,
+}
+
+/// What happened to a day: whether an update or a delete touched it (`rewrite`), and the
+/// earliest bar an insert wrote there. A pass publishes bars inserted after a partition's last
+/// published bar as a small new file (an append) and rewrites the partition otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DayChange {
+    /// An update or a delete (or a change of unknown kind) touched the day.
+    pub rewrite: bool,
+    /// The earliest `ts` (microseconds) an insert wrote in the day, if any.
+    pub min_ts: Option<i64>,
+}
+
+impl DayChange {
+    /// A change that needs the day's partition rewritten.
+    pub const REWRITE: DayChange = DayChange {
+        rewrite: true,
+        min_ts: None,
+    };
+
+    /// Inserts only, the earliest at `ts`.
+    pub fn insert(ts: i64) -> DayChange {
+        DayChange {
+            rewrite: false,
+            min_ts: Some(ts),
+        }
+    }
+
+    /// Both changes happened.
+    pub fn merge(&mut self, other: DayChange) {
+        self.rewrite |= other.rewrite;
+        self.min_ts = match (self.min_ts, other.min_ts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// True when the day only had inserts, all of bars after `after`: what a partition whose
+    /// last published bar is at `after` can take as an append. In doubt, false.
+    pub fn appends_after(&self, after: i64) -> bool {
+        !self.rewrite && self.min_ts.is_some_and(|t| t > after)
+    }
 }
 
 /// How far a consumer has read the change log. It is stored with the published cache, so the
@@ -44,8 +86,9 @@ pub enum FeedPosition {
 /// Changes read from the log, and the position to record once they are applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChangeBatch {
-    /// The `(symbol, timeframe, day)`s touched since the previous position, without repeats.
-    pub days: BTreeSet<ChangedDay>,
+    /// The `(symbol, timeframe, day)`s touched since the previous position, each with what
+    /// happened to it.
+    pub days: BTreeMap<ChangedDay, DayChange>,
     /// The position after these changes.
     pub next: FeedPosition,
 }
@@ -53,11 +96,47 @@ pub struct ChangeBatch {
 impl ChangeBatch {
     /// True when the table was truncated: everything must be re-read.
     pub fn everything(&self) -> bool {
-        self.days.iter().any(|d| d.symbol.is_none())
+        self.days.keys().any(|d| d.symbol.is_none())
+    }
+
+    /// Records a change of `day`, merged with what the batch already holds for it.
+    pub fn record(&mut self, day: ChangedDay, change: DayChange) {
+        self.days
+            .entry(day)
+            .and_modify(|c| c.merge(change))
+            .or_insert(change);
     }
 }
 
 /// Whole UTC days since the epoch of a timestamp, as the change log records them.
 pub fn day_of(ts: &chrono::DateTime<chrono::Utc>) -> i64 {
     ts.timestamp_micros().div_euclid(86_400_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_inserts_after_the_last_bar_are_appends() {
+        let mut c = DayChange::insert(100);
+        assert!(c.appends_after(99));
+        assert!(
+            !c.appends_after(100),
+            "a bar at the last published one is a replace"
+        );
+        c.merge(DayChange::insert(50));
+        assert_eq!(c.min_ts, Some(50));
+        assert!(!c.appends_after(99), "a late bar");
+        c.merge(DayChange::REWRITE);
+        assert!(c.rewrite && !c.appends_after(0));
+        assert!(
+            !DayChange {
+                rewrite: false,
+                min_ts: None
+            }
+            .appends_after(0),
+            "unknown: rewrite"
+        );
+    }
 }

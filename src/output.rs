@@ -87,6 +87,15 @@ pub fn status_table(status: &Status) -> Result<String> {
         ("files", status.files.to_string()),
         ("rows", status.rows.to_string()),
         ("bytes", status.bytes.to_string()),
+        (
+            "files per partition",
+            format!(
+                "{:.2} on average, {} at most; {} partitions due for compaction",
+                status.mean_files_per_partition,
+                status.max_files_per_partition,
+                status.compaction_backlog
+            ),
+        ),
         ("position", or_none(position)),
         ("pending changes", status.pending_changes.to_string()),
         (

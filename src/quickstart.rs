@@ -116,7 +116,7 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
     writeln!(
         out,
         "{}",
-        output::status_table(&status(store, &cache, config.cache.retention).await?)?
+        output::status_table(&status(store, &cache, &config.cache).await?)?
     )
     .map_err(io)?;
     // What a backtest asks for: bars from a point in time, after exact warmup bars.

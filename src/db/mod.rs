@@ -117,6 +117,22 @@ pub enum Scan {
     /// The rows a [`BarFilter`] selects, ordered by `(symbol, timeframe, ts)` (the shell's
     /// `live.market_data`).
     Filter(BarFilter),
+    /// The rows in each window, window after window, each window's in `ts` order: what a sync
+    /// pass re-reads (whole partitions, or the bars after a partition's last published one).
+    Windows(Vec<Window>),
+}
+
+/// Rows of one series from `from` (inclusive) until `until` (exclusive), in microseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Instrument.
+    pub symbol: String,
+    /// Bar length.
+    pub timeframe: String,
+    /// First microsecond included.
+    pub from: i64,
+    /// First microsecond excluded.
+    pub until: i64,
 }
 
 /// `WHERE` clause of [`Scan::Filter`] with numbered placeholders (`$n` on PostgreSQL, `?n` on
@@ -519,20 +535,36 @@ pub fn migrator(backend: Backend) -> Migrator {
         };
     }
     let migrations: Vec<Migration> = match backend {
-        Backend::Sqlite => pair!(
-            "sqlite",
-            "20261123000001_market_data",
-            20261123000001,
-            "market data"
-        )
-        .into(),
-        Backend::Postgres => pair!(
-            "postgres",
-            "20261123000001_market_data",
-            20261123000001,
-            "market data"
-        )
-        .into(),
+        Backend::Sqlite => [
+            pair!(
+                "sqlite",
+                "20261123000001_market_data",
+                20261123000001,
+                "market data"
+            ),
+            pair!(
+                "sqlite",
+                "20261202000001_change_kinds",
+                20261202000001,
+                "change kinds"
+            ),
+        ]
+        .concat(),
+        Backend::Postgres => [
+            pair!(
+                "postgres",
+                "20261123000001_market_data",
+                20261123000001,
+                "market data"
+            ),
+            pair!(
+                "postgres",
+                "20261202000001_change_kinds",
+                20261202000001,
+                "change kinds"
+            ),
+        ]
+        .concat(),
     };
     Migrator::with_migrations(migrations)
 }

@@ -16,7 +16,7 @@ use super::{BarFilter, OnConflict, SeriesSummary};
 use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker, VALUE_COLUMNS};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
-use crate::feed::{ChangeBatch, ChangedDay, FeedPosition};
+use crate::feed::{ChangeBatch, ChangedDay, DayChange, FeedPosition};
 use crate::model::{Bar, Symbol, Timeframe, fixed8_from_decimal, format_ts};
 
 /// Bytes of COPY text sent per message.
@@ -282,7 +282,7 @@ pub(super) async fn summary(pool: &PgPool) -> Result<Vec<SeriesSummary>> {
 }
 
 pub(super) async fn change_log(pool: &PgPool) -> Result<Vec<ChangedDay>> {
-    let rows = sqlx::query("SELECT symbol, timeframe, day FROM market_data_changes")
+    let rows = sqlx::query("SELECT DISTINCT symbol, timeframe, day FROM market_data_changes")
         .fetch_all(pool)
         .await?;
     rows.iter()
@@ -317,34 +317,40 @@ pub(super) async fn changes_since(pool: &PgPool, since: &FeedPosition) -> Result
     // Every row visible here belongs to a committed transaction. Those below the previous
     // horizon were consumed before; those in `done` too.
     let rows = sqlx::query(
-        "SELECT DISTINCT txid::text::bigint AS txid, symbol, timeframe, day \
-         FROM market_data_changes \
-         WHERE txid >= $1::text::xid8 AND NOT (txid::text::bigint = ANY($2))",
+        "SELECT txid::text::bigint AS txid, symbol, timeframe, day, bool_or(rewrite) AS rewrite, \
+         min(min_ts) AS min_ts FROM market_data_changes \
+         WHERE txid >= $1::text::xid8 AND NOT (txid::text::bigint = ANY($2)) \
+         GROUP BY txid, symbol, timeframe, day",
     )
     .bind(prev_xmin)
     .bind(prev_done)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut days = std::collections::BTreeSet::new();
+    let mut batch = ChangeBatch::default();
     let mut done: Vec<i64> = prev_done.iter().copied().filter(|t| *t >= xmin).collect();
     for r in &rows {
         let txid: i64 = r.try_get("txid")?;
         if txid >= xmin {
             done.push(txid);
         }
-        days.insert(ChangedDay {
-            symbol: r.try_get("symbol")?,
-            timeframe: r.try_get("timeframe")?,
-            day: r.try_get("day")?,
-        });
+        let min_ts: Option<DateTime<Utc>> = r.try_get("min_ts")?;
+        batch.record(
+            ChangedDay {
+                symbol: r.try_get("symbol")?,
+                timeframe: r.try_get("timeframe")?,
+                day: r.try_get("day")?,
+            },
+            DayChange {
+                rewrite: r.try_get("rewrite")?,
+                min_ts: min_ts.map(|t| t.timestamp_micros()),
+            },
+        );
     }
     done.sort_unstable();
     done.dedup();
-    Ok(ChangeBatch {
-        days,
-        next: FeedPosition::Postgres { xmin, done },
-    })
+    batch.next = FeedPosition::Postgres { xmin, done };
+    Ok(batch)
 }
 
 pub(super) async fn prune(pool: &PgPool, xmin: i64) -> Result<u64> {
@@ -364,6 +370,18 @@ const SCAN_SERIES: &str = "SELECT symbol, timeframe, ts, open, high, low, close,
 const SCAN_RANGE: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
      FROM market_data WHERE symbol = $1 AND timeframe = $2 AND ts >= $3 AND ts < $4 \
      ORDER BY ts";
+/// Every window's rows in one statement: the windows arrive as arrays, each joined to the
+/// table through its primary key, and the rows come back window by window.
+const SCAN_WINDOWS: &str = "SELECT m.symbol, m.timeframe, m.ts, m.open, m.high, m.low, m.close, m.volume \
+     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[]) \
+       WITH ORDINALITY AS w(symbol, timeframe, lo, hi, n) \
+     JOIN market_data m ON m.symbol = w.symbol AND m.timeframe = w.timeframe \
+       AND m.ts >= w.lo AND m.ts < w.hi \
+     ORDER BY w.n, m.ts";
+/// The earliest and latest instants PostgreSQL's timestamptz holds (about 4700 BC and
+/// 255,000 AD): unbounded sides of a window are clamped to them.
+const PG_MIN_MICROS: i64 = -210_000_000_000_000_000;
+const PG_MAX_MICROS: i64 = 8_000_000_000_000_000_000;
 
 pub(super) fn scan(pool: &PgPool, scan: Scan) -> ScanStream<'_> {
     let micros = |us: i64| DateTime::<Utc>::from_timestamp_micros(us);
@@ -382,6 +400,28 @@ pub(super) fn scan(pool: &PgPool, scan: Scan) -> ScanStream<'_> {
                 .bind(end),
             _ => sqlx::query(SCAN_SERIES).bind(symbol).bind(timeframe),
         },
+        Scan::Windows(windows) => {
+            let clamp = |m: i64| {
+                DateTime::<Utc>::from_timestamp_micros(m.clamp(PG_MIN_MICROS, PG_MAX_MICROS))
+            };
+            let (mut symbols, mut timeframes) = (Vec::new(), Vec::new());
+            let (mut lows, mut highs): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
+                Default::default();
+            for w in windows {
+                let (Some(lo), Some(hi)) = (clamp(w.from), clamp(w.until)) else {
+                    continue; // outside every timestamp: no rows
+                };
+                symbols.push(w.symbol);
+                timeframes.push(w.timeframe);
+                lows.push(lo);
+                highs.push(hi);
+            }
+            sqlx::query(SCAN_WINDOWS)
+                .bind(symbols)
+                .bind(timeframes)
+                .bind(lows)
+                .bind(highs)
+        }
         Scan::Filter(filter) => {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(super::filter_scan_sql(&filter, '$')));
             if let Some(s) = &filter.symbol {

@@ -1,7 +1,7 @@
 //! SQLite: WAL, `synchronous=NORMAL`, a busy timeout; bulk writes as multi-row prepared inserts
 //! in one transaction.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use super::{BarFilter, OnConflict, SeriesSummary};
 use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker, VALUE_COLUMNS};
 use crate::error::{Error, Result};
-use crate::feed::{ChangeBatch, ChangedDay, FeedPosition};
+use crate::feed::{ChangeBatch, ChangedDay, DayChange, FeedPosition};
 use crate::model::{
     Bar, Symbol, Timeframe, decimal_text, fixed8_from_text, format_ts, ts_from_micros,
 };
@@ -87,8 +87,9 @@ pub(super) struct Writer {
     policy: OnConflict,
     full_sql: String,
     written: u64,
-    /// The `(symbol, timeframe, day)`s written, logged at commit in place of the trigger.
-    days: BTreeSet<(Symbol, Timeframe, i64)>,
+    /// The `(symbol, timeframe, day)`s written with their earliest bar, logged at commit in
+    /// place of the trigger.
+    days: BTreeMap<(Symbol, Timeframe, i64), i64>,
 }
 
 impl Writer {
@@ -105,7 +106,7 @@ impl Writer {
             policy,
             full_sql: insert_sql(ROWS_PER_STATEMENT, policy),
             written: 0,
-            days: BTreeSet::new(),
+            days: BTreeMap::new(),
         })
     }
 
@@ -119,12 +120,20 @@ impl Writer {
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for bar in chunk {
                 let day = crate::feed::day_of(&bar.ts);
-                if self
-                    .days
-                    .last()
-                    .is_none_or(|(s, t, d)| (s, t, *d) != (&bar.symbol, &bar.timeframe, day))
-                {
-                    self.days.insert((bar.symbol.clone(), bar.timeframe, day));
+                let ts = bar.ts_micros();
+                match self.days.last_key_value() {
+                    // Bars usually come in key order: the last day's entry, without a lookup.
+                    Some(((s, t, d), _)) if (s, t, *d) == (&bar.symbol, &bar.timeframe, day) => {
+                        if let Some(mut last) = self.days.last_entry() {
+                            *last.get_mut() = (*last.get()).min(ts);
+                        }
+                    }
+                    _ => {
+                        self.days
+                            .entry((bar.symbol.clone(), bar.timeframe, day))
+                            .and_modify(|m| *m = (*m).min(ts))
+                            .or_insert(ts);
+                    }
                 }
                 query = query
                     .bind(bar.symbol.as_str().to_owned())
@@ -177,19 +186,23 @@ impl Writer {
         } else {
             std::mem::take(&mut self.days).into_iter().collect()
         };
+        // Inserts, as the insert trigger would log them (updates by `replace` were logged
+        // by the update trigger, which never stands aside).
         for chunk in days.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO market_data_changes (symbol, timeframe, day, epoch) ",
+                "INSERT INTO market_data_changes (symbol, timeframe, day, epoch, rewrite, min_ts) ",
             );
-            q.push_values(chunk, |mut row, (symbol, timeframe, day)| {
+            q.push_values(chunk, |mut row, ((symbol, timeframe, day), min_ts)| {
                 row.push_bind(symbol.as_str().to_owned())
                     .push_bind(timeframe.to_string())
                     .push_bind(*day)
-                    .push("(SELECT epoch FROM quiver_clock WHERE id = 1)");
+                    .push("(SELECT epoch FROM quiver_clock WHERE id = 1)")
+                    .push("0")
+                    .push_bind(*min_ts);
             });
             q.push(
-                " ON CONFLICT (symbol, timeframe, day) DO UPDATE SET epoch = excluded.epoch \
-                 WHERE market_data_changes.epoch < excluded.epoch",
+                " ON CONFLICT (symbol, timeframe, day, epoch) DO UPDATE SET \
+                 min_ts = min(min_ts, excluded.min_ts)",
             );
             q.build().execute(&mut *self.tx).await?;
         }
@@ -283,7 +296,7 @@ pub(super) async fn summary(pool: &SqlitePool) -> Result<Vec<SeriesSummary>> {
 }
 
 pub(super) async fn change_log(pool: &SqlitePool) -> Result<Vec<ChangedDay>> {
-    let rows = sqlx::query("SELECT symbol, timeframe, day FROM market_data_changes")
+    let rows = sqlx::query("SELECT DISTINCT symbol, timeframe, day FROM market_data_changes")
         .fetch_all(pool)
         .await?;
     rows.iter()
@@ -325,32 +338,48 @@ pub(super) async fn changes_since(pool: &SqlitePool, since: &FeedPosition) -> Re
             next,
         });
     }
-    // Close the open epoch. The UPDATE takes the write lock, so every transaction that stamped
-    // a change with the closed epoch has committed by now.
+    // Close the open epoch. The write lock is taken first, so every transaction that stamped
+    // a change with the closed epoch has committed by now. The same step forgets the epochs the
+    // position covers: the cache holds them already (the position comes from its commit).
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let closed: i64 = sqlx::query_scalar(
         "UPDATE quiver_clock SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch - 1",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    sqlx::query("DELETE FROM market_data_changes WHERE epoch <= ?")
+        .bind(consumed)
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query(
-        "SELECT symbol, timeframe, day FROM market_data_changes WHERE epoch > ? AND epoch <= ?",
+        "SELECT symbol, timeframe, day, max(rewrite) AS rewrite, min(min_ts) AS min_ts \
+         FROM market_data_changes WHERE epoch > ? AND epoch <= ? \
+         GROUP BY symbol, timeframe, day",
     )
     .bind(consumed)
     .bind(closed)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    let mut days = std::collections::BTreeSet::new();
-    for r in &rows {
-        days.insert(ChangedDay {
-            symbol: r.try_get("symbol")?,
-            timeframe: r.try_get("timeframe")?,
-            day: r.try_get("day")?,
-        });
-    }
-    Ok(ChangeBatch {
-        days,
+    tx.commit().await?;
+    let mut batch = ChangeBatch {
+        days: Default::default(),
         next: FeedPosition::Sqlite { epoch: closed },
-    })
+    };
+    for r in &rows {
+        let rewrite: i64 = r.try_get("rewrite")?;
+        batch.record(
+            ChangedDay {
+                symbol: r.try_get("symbol")?,
+                timeframe: r.try_get("timeframe")?,
+                day: r.try_get("day")?,
+            },
+            DayChange {
+                rewrite: rewrite != 0,
+                min_ts: r.try_get("min_ts")?,
+            },
+        );
+    }
+    Ok(batch)
 }
 
 const SCAN_ALL: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
@@ -360,7 +389,7 @@ const SCAN_SERIES: &str = "SELECT symbol, timeframe, ts, open, high, low, close,
 
 pub(super) fn scan<'a>(pool: &'a SqlitePool, direct: &Arc<Direct>, scan: Scan) -> ScanStream<'a> {
     match scan {
-        Scan::All if direct.file.is_file() => direct.scan(SCAN_ALL, Vec::new()),
+        Scan::All if direct.file.is_file() => direct.scan(SCAN_ALL, vec![Vec::new()]),
         Scan::Series {
             symbol,
             timeframe,
@@ -368,12 +397,27 @@ pub(super) fn scan<'a>(pool: &'a SqlitePool, direct: &Arc<Direct>, scan: Scan) -
             end,
         } if direct.file.is_file() => direct.scan(
             SCAN_SERIES,
-            vec![
+            vec![vec![
                 symbol.into(),
                 timeframe.into(),
                 start.unwrap_or(i64::MIN).into(),
                 end.unwrap_or(i64::MAX).into(),
-            ],
+            ]],
+        ),
+        // One prepared statement stepped once per window, on one connection and thread.
+        Scan::Windows(windows) if direct.file.is_file() => direct.scan(
+            SCAN_SERIES,
+            windows
+                .into_iter()
+                .map(|w| {
+                    vec![
+                        w.symbol.into(),
+                        w.timeframe.into(),
+                        w.from.into(),
+                        w.until.into(),
+                    ]
+                })
+                .collect(),
         ),
         other => scan_sqlx(pool, other),
     }
@@ -381,6 +425,21 @@ pub(super) fn scan<'a>(pool: &'a SqlitePool, direct: &Arc<Direct>, scan: Scan) -
 
 /// Scans through sqlx: filtered scans (`live.market_data`), and in-memory databases.
 pub(super) fn scan_sqlx(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
+    if let Scan::Windows(windows) = scan {
+        // One series scan after another (in-memory databases only; files go through Direct).
+        let streams = windows.into_iter().map(move |w| {
+            scan_sqlx(
+                pool,
+                Scan::Series {
+                    symbol: w.symbol,
+                    timeframe: w.timeframe,
+                    start: Some(w.from),
+                    end: Some(w.until),
+                },
+            )
+        });
+        return Box::pin(futures_util::stream::iter(streams).flatten());
+    }
     let query = match scan {
         Scan::All => sqlx::query(SCAN_ALL),
         Scan::Series {
@@ -406,6 +465,7 @@ pub(super) fn scan_sqlx(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
             }
             q
         }
+        Scan::Windows(_) => unreachable!("handled above"),
     };
     let mut tracker = SeriesTracker::default();
     Box::pin(query.fetch(pool).map(move |row| {
@@ -473,12 +533,12 @@ impl Direct {
         }
     }
 
-    /// Runs `sql` with `params` on a blocking thread, streaming its rows in chunks; the
-    /// connection goes back to the idle list when the scan ends.
+    /// Runs `sql` once per parameter set, in order, on a blocking thread, streaming the rows
+    /// in chunks; the connection goes back to the idle list when the scan ends.
     fn scan(
         self: &Arc<Direct>,
         sql: &'static str,
-        params: Vec<rusqlite::types::Value>,
+        params: Vec<Vec<rusqlite::types::Value>>,
     ) -> ScanStream<'static> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<ScanRow>>>(4);
         let this = self.clone();
@@ -511,36 +571,38 @@ const SCAN_CHUNK: usize = 8192;
 fn read_rows(
     conn: &rusqlite::Connection,
     sql: &str,
-    params: &[rusqlite::types::Value],
+    params: &[Vec<rusqlite::types::Value>],
     tx: &tokio::sync::mpsc::Sender<Result<Vec<ScanRow>>>,
 ) -> Result<()> {
     let mut statement = conn.prepare(sql)?;
-    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
     let mut tracker = SeriesTracker::default();
     let mut chunk = Vec::with_capacity(SCAN_CHUNK);
-    while let Some(row) = rows.next()? {
-        let symbol = row.get_ref(0)?;
-        let timeframe = row.get_ref(1)?;
-        let (Ok(symbol), Ok(timeframe)) = (symbol.as_str(), timeframe.as_str()) else {
-            return Err(Error::invalid(format!(
-                "market_data holds a non-text symbol or timeframe: {symbol:?} {timeframe:?}"
-            )));
-        };
-        let series = tracker.next(symbol, timeframe);
-        let ts: i64 = row.get(2)?;
-        let mut values = [0i128; 5];
-        for (i, v) in values.iter_mut().enumerate() {
-            let raw = row.get_ref(3 + i)?;
-            let s = raw.as_str().map_err(|_| {
-                tracker.bad_value(ts, VALUE_COLUMNS[i], format!("{raw:?} is not text"))
-            })?;
-            *v = fixed8_from_text(s).map_err(|m| tracker.bad_value(ts, VALUE_COLUMNS[i], m))?;
-        }
-        chunk.push(ScanRow { series, ts, values });
-        if chunk.len() == SCAN_CHUNK {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
-            if tx.blocking_send(Ok(full)).is_err() {
-                return Ok(()); // the reader went away
+    for set in params {
+        let mut rows = statement.query(rusqlite::params_from_iter(set))?;
+        while let Some(row) = rows.next()? {
+            let symbol = row.get_ref(0)?;
+            let timeframe = row.get_ref(1)?;
+            let (Ok(symbol), Ok(timeframe)) = (symbol.as_str(), timeframe.as_str()) else {
+                return Err(Error::invalid(format!(
+                    "market_data holds a non-text symbol or timeframe: {symbol:?} {timeframe:?}"
+                )));
+            };
+            let series = tracker.next(symbol, timeframe);
+            let ts: i64 = row.get(2)?;
+            let mut values = [0i128; 5];
+            for (i, v) in values.iter_mut().enumerate() {
+                let raw = row.get_ref(3 + i)?;
+                let s = raw.as_str().map_err(|_| {
+                    tracker.bad_value(ts, VALUE_COLUMNS[i], format!("{raw:?} is not text"))
+                })?;
+                *v = fixed8_from_text(s).map_err(|m| tracker.bad_value(ts, VALUE_COLUMNS[i], m))?;
+            }
+            chunk.push(ScanRow { series, ts, values });
+            if chunk.len() == SCAN_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
+                if tx.blocking_send(Ok(full)).is_err() {
+                    return Ok(()); // the reader went away
+                }
             }
         }
     }

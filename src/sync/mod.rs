@@ -23,7 +23,7 @@ mod verify;
 pub use status::{Status, status};
 pub use verify::{Difference, VerifyReport, verify};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,9 +35,9 @@ use crate::cache::{
     SyncMark, Table, TableState, VacuumReport,
 };
 use crate::config::CacheConfig;
-use crate::db::{Scan, ScanStream, Store};
+use crate::db::{Scan, ScanStream, Store, Window};
 use crate::error::{Error, Result};
-use crate::feed::FeedPosition;
+use crate::feed::{DayChange, FeedPosition};
 use crate::model::Timeframe;
 use crate::progress;
 
@@ -62,6 +62,10 @@ pub struct PassReport {
     pub written: usize,
     /// Partitions removed (no rows left).
     pub removed: usize,
+    /// Of the partitions written, those that got their new bars as a small new file.
+    pub appended: usize,
+    /// Partitions compacted after the pass (they had grown past `cache.compact_files`).
+    pub compacted: usize,
     /// Wall time of the pass.
     pub elapsed: Duration,
 }
@@ -70,15 +74,23 @@ impl std::fmt::Display for PassReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.version {
             None => write!(f, "cache is up to date"),
-            Some(v) => write!(
-                f,
-                "committed version {v}{}: {} rows in {} partitions written, {} removed, in {:.2?}",
-                if self.snapshot { " (snapshot)" } else { "" },
-                self.rows,
-                self.written,
-                self.removed,
-                self.elapsed
-            ),
+            Some(v) => {
+                write!(
+                    f,
+                    "committed version {v}{}: {} rows in {} partitions written",
+                    if self.snapshot { " (snapshot)" } else { "" },
+                    self.rows,
+                    self.written,
+                )?;
+                if self.appended > 0 {
+                    write!(f, " ({} as appends)", self.appended)?;
+                }
+                write!(f, ", {} removed", self.removed)?;
+                if self.compacted > 0 {
+                    write!(f, ", {} compacted", self.compacted)?;
+                }
+                write!(f, ", in {:.2?}", self.elapsed)
+            }
         }
     }
 }
@@ -106,6 +118,8 @@ pub struct Syncer {
     next_vacuum: Instant,
     /// The version the plain view was last brought to by this syncer.
     view_at: Option<u64>,
+    /// Partitions the last pass appended to (they may now be due for compaction).
+    grown: BTreeSet<PartitionKey>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -116,6 +130,67 @@ impl std::fmt::Debug for Syncer {
             .field("version", &self.state.as_ref().map(TableState::version))
             .finish()
     }
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// The version committed, or `None` when there was nothing to merge.
+    pub version: Option<u64>,
+    /// Partitions merged.
+    pub partitions: usize,
+    /// Files those partitions had.
+    pub files_before: usize,
+    /// Files they have now.
+    pub files_after: usize,
+    /// Rows rewritten.
+    pub rows: u64,
+}
+
+impl std::fmt::Display for CompactReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.version {
+            None => write!(f, "nothing to compact"),
+            Some(v) => write!(
+                f,
+                "committed version {v}: {} partitions compacted from {} files to {} ({} rows, \
+                 none changed)",
+                self.partitions, self.files_before, self.files_after, self.rows
+            ),
+        }
+    }
+}
+
+/// Which files of a partition a compaction merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Merge {
+    /// Every file, into one.
+    All,
+    /// The small files after a partition's first when that one holds at least four times the
+    /// rows of the rest (so a live feed's appends do not rewrite the month each time), else
+    /// every file.
+    Tiered,
+}
+
+impl Merge {
+    fn choose(self, files: &[Arc<DataFile>]) -> &[Arc<DataFile>] {
+        match (self, files) {
+            (Merge::Tiered, [first, rest @ ..]) => {
+                let small: u64 = rest.iter().map(|f| f.rows).sum();
+                if first.rows >= 4 * small { rest } else { files }
+            }
+            _ => files,
+        }
+    }
+}
+
+/// How a pass brings a changed partition up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// Re-read it in full and replace its files.
+    Rewrite,
+    /// Add the bars after `after` (its last published bar) as a new file.
+    Append { after: i64 },
 }
 
 /// What a background maintenance task did.
@@ -158,6 +233,7 @@ impl Syncer {
             maintenance: None,
             next_vacuum: Instant::now() + VACUUM_FIRST,
             view_at: None,
+            grown: BTreeSet::new(),
         })
     }
 
@@ -275,18 +351,38 @@ impl Syncer {
                 } else if batch.days.is_empty() {
                     PassReport::default()
                 } else {
-                    let mut keys = BTreeSet::new();
-                    for d in &batch.days {
+                    // What happened to each partition: the merge of its days' changes.
+                    let mut partitions: BTreeMap<PartitionKey, DayChange> = BTreeMap::new();
+                    for (d, change) in &batch.days {
                         if let (Some(s), Some(t), Some(day)) = (&d.symbol, &d.timeframe, d.day) {
-                            keys.insert(PartitionKey::of_day(s, t, day)?);
+                            partitions
+                                .entry(PartitionKey::of_day(s, t, day)?)
+                                .and_modify(|c| c.merge(*change))
+                                .or_insert(*change);
                         }
                     }
-                    let mut report = self.apply(keys, batch.next).await?;
+                    let mut report = self.apply(partitions, batch.next).await?;
                     report.changed_days = batch.days.len();
                     report
                 }
             }
         };
+        if report.version.is_some() && !self.grown.is_empty() {
+            let grown = std::mem::take(&mut self.grown);
+            let threshold = self.settings.compact_files;
+            let due: Vec<PartitionKey> = grown
+                .into_iter()
+                .filter(|k| {
+                    self.state
+                        .as_ref()
+                        .is_some_and(|s| s.partition(k).len() > threshold)
+                })
+                .collect();
+            if !due.is_empty() {
+                let compacted = self.compact_partitions(&due, Merge::Tiered).await?;
+                report.compacted = compacted.partitions;
+            }
+        }
         report.elapsed = started.elapsed();
         if let Some(version) = report.version {
             tracing::info!(
@@ -296,6 +392,8 @@ impl Syncer {
                 rows = report.rows,
                 written = report.written,
                 removed = report.removed,
+                appended = report.appended,
+                compacted = report.compacted,
                 elapsed_ms = report.elapsed.as_secs_f64() * 1e3,
                 "published"
             );
@@ -342,57 +440,86 @@ impl Syncer {
         Ok(report)
     }
 
-    /// The partitions in `keys`, re-read in full, replacing their files.
+    /// Brings the changed partitions up to date, all read in one scan: a partition that only
+    /// had bars inserted after its last published bar gets them as a small new file (an
+    /// append); any other change (an update, a delete, a late bar, a partition new to the
+    /// cache) rewrites the partition from the table in full.
     async fn apply(
         &mut self,
-        keys: BTreeSet<PartitionKey>,
+        partitions: BTreeMap<PartitionKey, DayChange>,
         position: FeedPosition,
     ) -> Result<PassReport> {
-        let store = self.store.clone();
-        let partitions = futures_util::stream::iter(keys).then(move |key| {
-            let store = store.clone();
-            async move {
-                let (start, end) = key.range()?;
-                let mut rows = store.scan(Scan::Series {
-                    symbol: key.symbol.clone(),
-                    timeframe: key.timeframe.clone(),
-                    start,
-                    end,
-                });
-                let mut data = PartitionData::default();
-                while let Some(row) = rows.next().await {
-                    let row = row?;
-                    data.push(row.ts, row.values);
-                }
-                Ok((key, data))
-            }
-        });
-        let started = Instant::now();
-        let (written, rows) = write_partitions(&self.table, Box::pin(partitions), None).await?;
-        tracing::debug!(
-            partitions = written.len(),
-            rows,
-            read_and_write_ms = started.elapsed().as_secs_f64() * 1e3,
-            "changed partitions re-read and written"
-        );
-        let mut changes = Changes::default();
-        let mut removed = 0;
-        for (key, file) in written {
-            let old = self
+        let mut plans: BTreeMap<PartitionKey, Plan> = BTreeMap::new();
+        let mut windows = Vec::with_capacity(partitions.len());
+        for (key, change) in partitions {
+            let files = self
                 .state
                 .as_ref()
                 .map(|s| s.partition(&key))
                 .unwrap_or_default();
-            if file.is_none() && !old.is_empty() {
-                removed += 1;
+            let last = files.iter().map(|f| f.max_ts).max();
+            let (start, end) = key.range()?;
+            let plan = match last {
+                Some(last) if change.appends_after(last) => Plan::Append { after: last },
+                _ => Plan::Rewrite,
+            };
+            windows.push(Window {
+                symbol: key.symbol.clone(),
+                timeframe: key.timeframe.clone(),
+                from: match plan {
+                    Plan::Append { after } => after + 1,
+                    Plan::Rewrite => start.unwrap_or(i64::MIN),
+                },
+                until: end.unwrap_or(i64::MAX),
+            });
+            plans.insert(key, plan);
+        }
+        let appends = plans
+            .values()
+            .filter(|p| matches!(p, Plan::Append { .. }))
+            .count();
+        let started = Instant::now();
+        let rows = self.store.scan(Scan::Windows(windows));
+        let (written, rows) = write_partitions(&self.table, split_partitions(rows), None).await?;
+        tracing::debug!(
+            partitions = plans.len(),
+            appends,
+            rows,
+            read_and_write_ms = started.elapsed().as_secs_f64() * 1e3,
+            "changed partitions read and written"
+        );
+        let mut changes = Changes::default();
+        let mut removed = 0;
+        let mut written: BTreeMap<PartitionKey, Option<DataFile>> = written.into_iter().collect();
+        for (key, plan) in plans {
+            let file = written.remove(&key).flatten();
+            if plan == Plan::Rewrite {
+                // A partition the scan found no row of has none left.
+                let old = self
+                    .state
+                    .as_ref()
+                    .map(|s| s.partition(&key))
+                    .unwrap_or_default();
+                if file.is_none() && !old.is_empty() {
+                    removed += 1;
+                }
+                changes.removes.extend(old);
             }
-            changes.removes.extend(old);
             changes.adds.extend(file);
+        }
+        // Rows of a partition nobody planned cannot come back from the windows; if they do,
+        // the window arithmetic is wrong and nothing is committed.
+        if let Some((key, _)) = written.into_iter().next() {
+            discard(&self.table, changes.adds.iter()).await;
+            return Err(Error::invalid(format!(
+                "a sync scan returned rows of {key}, which no window asked for"
+            )));
         }
         // Even with no file changed (a day logged but left as it was), the commit moves the
         // position, so the same days are not read again.
         let mut report = self.publish(changes, position, removed).await?;
         report.rows = rows;
+        report.appended = appends;
         Ok(report)
     }
 
@@ -433,6 +560,15 @@ impl Syncer {
         let partitions = changes.partitions();
         self.view.update(&self.table, state, &partitions)?;
         self.view_at = Some(version);
+        let removed_from: BTreeSet<&PartitionKey> =
+            changes.removes.iter().map(|f| &f.key).collect();
+        self.grown = changes
+            .adds
+            .iter()
+            .map(|f| &f.key)
+            .filter(|k| !removed_from.contains(k))
+            .cloned()
+            .collect();
         tracing::debug!(
             version,
             partitions = partitions.len(),
@@ -542,6 +678,136 @@ impl Syncer {
                 );
             }
         }
+    }
+
+    /// Merges the files of every partition that has more than one into one (`quiver
+    /// compact`): one commit that rearranges rows without changing any.
+    pub async fn compact(&mut self) -> Result<CompactReport> {
+        self.finish_maintenance(true).await?;
+        if !self.loaded {
+            self.load().await?;
+        }
+        self.catch_up_view()?;
+        let keys: Vec<PartitionKey> = self
+            .state
+            .as_ref()
+            .map(|s| {
+                s.partitions()
+                    .into_iter()
+                    .filter(|(_, files)| files.len() > 1)
+                    .map(|(k, _)| k)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.compact_partitions(&keys, Merge::All).await
+    }
+
+    /// Merges the files of `keys` (all of them, or with [`Merge::Tiered`] the small ones) and
+    /// commits the result with `dataChange` false. The rows come from the cache's own files,
+    /// never from the database, and must come out strictly in `ts` order (the files of a
+    /// partition never overlap); anything else stops the compaction before it commits.
+    async fn compact_partitions(
+        &mut self,
+        keys: &[PartitionKey],
+        merge: Merge,
+    ) -> Result<CompactReport> {
+        let started = Instant::now();
+        let mut report = CompactReport::default();
+        let Some(state) = self.state.as_ref() else {
+            return Ok(report);
+        };
+        let mut inputs: Vec<(PartitionKey, Vec<Arc<DataFile>>)> = Vec::new();
+        for key in keys {
+            let files = state.partition(key);
+            let chosen = merge.choose(&files);
+            if chosen.len() > 1 {
+                report.files_before += files.len();
+                report.files_after += files.len() - chosen.len() + 1;
+                inputs.push((key.clone(), chosen.to_vec()));
+            }
+        }
+        if inputs.is_empty() {
+            return Ok(report);
+        }
+        let table = self.table.clone();
+        let merged = futures_util::stream::iter(inputs.clone()).map(move |(key, files)| {
+            let mut data = PartitionData::default();
+            for f in &files {
+                let path = table
+                    .local_path(&f.path)
+                    .ok_or_else(|| Error::invalid("compaction needs the table on a local disk"))?;
+                let (series, rows) = crate::cache::read_file(&path)?;
+                if series
+                    .iter()
+                    .any(|(s, t)| *s != key.symbol || *t != key.timeframe)
+                {
+                    return Err(Error::Format {
+                        file: path,
+                        message: format!("holds rows of {series:?}, not of {key}"),
+                    });
+                }
+                if rows.len() as u64 != f.rows {
+                    return Err(Error::Format {
+                        file: path,
+                        message: format!("holds {} rows, the table says {}", rows.len(), f.rows),
+                    });
+                }
+                if let (Some(last), Some(first)) = (data.ts.last(), rows.ts.first())
+                    && first <= last
+                {
+                    return Err(Error::Format {
+                        file: path,
+                        message: format!("overlaps the file before it in {key}: not compacted"),
+                    });
+                }
+                data.ts.extend(rows.ts);
+                for (to, from) in data.values.iter_mut().zip(rows.values) {
+                    to.extend(from);
+                }
+            }
+            Ok((key, data))
+        });
+        let (written, rows) = write_partitions(&self.table, Box::pin(merged), None).await?;
+        let mut changes = Changes {
+            rearranges_only: true,
+            ..Changes::default()
+        };
+        for ((_, files), (_, file)) in inputs.into_iter().zip(written) {
+            changes.removes.extend(files);
+            changes.adds.extend(file);
+        }
+        let mark = self.state.as_ref().and_then(|s| s.sync_mark().cloned());
+        let version = match self
+            .table
+            .commit(&mut self.state, &changes, mark, true)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                discard(&self.table, changes.adds.iter()).await;
+                return Err(e);
+            }
+        };
+        self.since_checkpoint.0 += 1;
+        self.since_checkpoint.1 += (changes.adds.len() + changes.removes.len()) as u64;
+        if let Some(state) = self.state.as_ref() {
+            self.view
+                .update(&self.table, state, &changes.partitions())?;
+            self.view_at = Some(version);
+        }
+        report.partitions = changes.adds.len();
+        report.rows = rows;
+        report.version = Some(version);
+        tracing::info!(
+            version,
+            partitions = report.partitions,
+            files_before = report.files_before,
+            files_after = report.files_after,
+            rows,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "compacted"
+        );
+        Ok(report)
     }
 
     /// Waits for background maintenance to finish (the daemon calls it before it exits).

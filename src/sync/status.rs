@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::cache::{Cache, History, LoadOptions};
+use crate::config::CacheConfig;
 use crate::db::Store;
 use crate::error::Result;
 use crate::feed::FeedPosition;
@@ -35,6 +36,12 @@ pub struct Status {
     pub rows: u64,
     /// Bytes of its data files.
     pub bytes: u64,
+    /// The most files a partition has (appends add files; compaction merges them).
+    pub max_files_per_partition: usize,
+    /// Files per partition on average.
+    pub mean_files_per_partition: f64,
+    /// Partitions with more files than `cache.compact_files`: compaction's backlog.
+    pub compaction_backlog: usize,
     /// The change-feed position it is consistent with.
     pub position: Option<FeedPosition>,
     /// Change-log entries committed since (0: the cache is current).
@@ -50,11 +57,7 @@ pub struct Status {
 }
 
 /// Reads the state of the cache and how far behind the database it is.
-pub async fn status(
-    store: &Store,
-    cache: &Cache,
-    retention: std::time::Duration,
-) -> Result<Status> {
+pub async fn status(store: &Store, cache: &Cache, settings: &CacheConfig) -> Result<Status> {
     let table = cache.existing_table()?;
     let state = match &table {
         Some(t) => {
@@ -83,6 +86,8 @@ pub async fn status(
             (Utc::now().timestamp_millis() - s.committed_ms()).max(0) as f64 / 1e3
         }
     });
+    let partitions = state.as_ref().map(|s| s.partitions()).unwrap_or_default();
+    let counts: Vec<usize> = partitions.values().map(Vec::len).collect();
     Ok(Status {
         backend: store.backend().to_string(),
         database: store.redacted_url(),
@@ -90,14 +95,24 @@ pub async fn status(
         table_dir: cache.table_dir().display().to_string(),
         version: state.as_ref().map(|s| s.version()),
         committed_at: state.as_ref().and_then(|s| s.committed_at()),
-        partitions: state.as_ref().map_or(0, |s| s.partitions().len()),
+        partitions: partitions.len(),
         files: state.as_ref().map_or(0, |s| s.file_count()),
         rows: state.as_ref().map_or(0, |s| s.rows()),
         bytes: state.as_ref().map_or(0, |s| s.bytes()),
+        max_files_per_partition: counts.iter().copied().max().unwrap_or(0),
+        mean_files_per_partition: if counts.is_empty() {
+            0.0
+        } else {
+            counts.iter().sum::<usize>() as f64 / counts.len() as f64
+        },
+        compaction_backlog: counts
+            .iter()
+            .filter(|&&n| n > settings.compact_files)
+            .count(),
         position,
         pending_changes: pending,
         lag_seconds: lag,
-        retention_seconds: retention.as_secs(),
+        retention_seconds: settings.retention.as_secs(),
         history,
         view_version: cache.view().version(),
     })

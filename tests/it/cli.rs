@@ -88,9 +88,9 @@ async fn migrate_and_revert_from_the_command_line(db: TestDb) {
     let out = quiver(&db, &["migrate"]);
     assert_eq!(text(&out.stdout), "database is up to date\n");
     let out = quiver(&db, &["migrate", "--revert"]);
-    assert_eq!(text(&out.stdout), "reverted migration 20261123000001\n");
+    assert_eq!(text(&out.stdout), "reverted migration 20261202000001\n");
     let out = quiver(&db, &["migrate"]);
-    assert_eq!(text(&out.stdout), "applied migration 20261123000001\n");
+    assert_eq!(text(&out.stdout), "applied migration 20261202000001\n");
     let out = quiver(
         &db,
         &[
@@ -155,8 +155,11 @@ async fn quickstart_on_the_embedded_default() {
         stdout.contains("sync: committed version 0 (snapshot): 37043 rows in 4 partitions written"),
         "{stdout}"
     );
-    assert!(stdout.contains("| rows              | 37043 "), "{stdout}");
-    assert!(stdout.contains("| pending changes   | 0 "), "{stdout}");
+    assert!(
+        stdout.contains("| rows                | 37043 "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| pending changes     | 0 "), "{stdout}");
     // It ends reading the cache: a warmup read as a table, then a shell query.
     for line in [
         "(2 warmup bars, then the range):",

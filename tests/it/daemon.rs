@@ -340,8 +340,8 @@ async fn status_and_verify_report_the_cache(db: TestDb) {
     );
     let out = run(&db, &["status"]);
     let table = text(&out.stdout);
-    assert!(table.contains("| pending changes   | 2 "), "{table}");
-    assert!(table.contains("| partitions        | 1 "), "{table}");
+    assert!(table.contains("| pending changes     | 2 "), "{table}");
+    assert!(table.contains("| partitions          | 1 "), "{table}");
 }
 
 async fn daemon_stops_on_sigint(db: TestDb) {

@@ -371,7 +371,7 @@ async fn time_travel_in_the_library_the_cli_and_the_shell(db: TestDb) {
     assert_eq!(status["history"]["recent"][1]["removed"], 1);
     assert_eq!(status["history"]["recent"][1]["operation"], "WRITE");
     let out = quiver(&db, &["status"]);
-    assert!(text(&out.stdout).contains("| retained versions | 2 (versions 0 to 1)"));
+    assert!(text(&out.stdout).contains("| retained versions   | 2 (versions 0 to 1)"));
 }
 
 async fn vacuum_deletes_only_what_no_retained_version_needs(db: TestDb) {

@@ -2,7 +2,7 @@
 //! position passes it, nothing is lost, and an idle poll writes nothing.
 
 use chrono::{TimeZone, Utc};
-use quiver::feed::{ChangedDay, FeedPosition, day_of};
+use quiver::feed::{ChangedDay, DayChange, FeedPosition, day_of};
 use sqlx::Connection;
 
 use crate::both;
@@ -42,9 +42,17 @@ async fn feed_reports_each_change_once_and_idles_quietly(db: TestDb) {
         .await;
     let b1 = db.store.changes_since(&empty.next).await.unwrap();
     assert_eq!(
-        b1.days.into_iter().collect::<Vec<_>>(),
+        b1.days.keys().cloned().collect::<Vec<_>>(),
         vec![day("AAA", 1), day("BBB", 2)]
     );
+    // Inserts, each with its earliest bar: what lets a pass append instead of rewriting.
+    let first = |d: u32| {
+        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
+            .unwrap()
+            .timestamp_micros()
+    };
+    assert_eq!(b1.days[&day("AAA", 1)], DayChange::insert(first(1)));
+    assert_eq!(b1.days[&day("BBB", 2)], DayChange::insert(first(2)));
 
     // Idle: nothing reported, same position, and (SQLite) no write to the database.
     let before = db.store.change_log().await.unwrap();
@@ -94,8 +102,13 @@ async fn feed_reports_each_change_once_and_idles_quietly(db: TestDb) {
         .await;
     let b2 = db.store.changes_since(&idle.next).await.unwrap();
     assert_eq!(
-        b2.days.into_iter().collect::<Vec<_>>(),
+        b2.days.keys().cloned().collect::<Vec<_>>(),
         vec![day("AAA", 1), day("AAA", 5), day("BBB", 2)]
+    );
+    assert!(
+        b2.days.values().all(|c| c.rewrite),
+        "updates and deletes: {:?}",
+        b2.days
     );
 
     // Pruning consumed entries never hides a later change; positions survive JSON.
@@ -105,7 +118,10 @@ async fn feed_reports_each_change_once_and_idles_quietly(db: TestDb) {
     assert_eq!(restored, b2.next);
     db.plain_sql(&insert(k, "CCC", 3)).await;
     let b3 = db.store.changes_since(&restored).await.unwrap();
-    assert_eq!(b3.days.into_iter().collect::<Vec<_>>(), vec![day("CCC", 3)]);
+    assert_eq!(
+        b3.days.keys().cloned().collect::<Vec<_>>(),
+        vec![day("CCC", 3)]
+    );
 }
 
 /// PostgreSQL commits in any order: a transaction that started first (smaller id) and commits
@@ -130,7 +146,7 @@ async fn postgres_late_commit_is_not_lost() {
     db.plain_sql(&insert(Kind::Postgres, "FAST", 2)).await;
     let b1 = db.store.changes_since(&start.next).await.unwrap();
     assert_eq!(
-        b1.days.iter().cloned().collect::<Vec<_>>(),
+        b1.days.keys().cloned().collect::<Vec<_>>(),
         vec![day("FAST", 2)]
     );
     db.store.prune_changes(&b1.next).await.unwrap();
@@ -138,7 +154,7 @@ async fn postgres_late_commit_is_not_lost() {
     sqlx::raw_sql("COMMIT").execute(&mut slow).await.unwrap();
     let b2 = db.store.changes_since(&b1.next).await.unwrap();
     assert_eq!(
-        b2.days.iter().cloned().collect::<Vec<_>>(),
+        b2.days.keys().cloned().collect::<Vec<_>>(),
         vec![day("SLOW", 1)],
         "the late commit was lost"
     );

@@ -9,6 +9,7 @@ mod daemon;
 mod delta;
 mod feed;
 mod import;
+mod live;
 mod read;
 mod shell;
 mod store;
