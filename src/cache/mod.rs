@@ -8,7 +8,7 @@
 //!     timeframe=1m/symbol=NVDA/2024-06_<uuid>.parquet   data files, written once
 //!   market_data/                             the plain view: the current files, hard-linked
 //!     tf=1m/sym=NVDA/period=2024-06/2024-06_<uuid>.parquet
-//!   .quiver/                                 the view's staging folder and marker
+//!   .quiver/                                 the view's staging and retired folders, marker
 //! ```
 //!
 //! [`layout`] names partitions and files, [`file`] encodes them, [`table`] reads and commits

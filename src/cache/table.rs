@@ -1179,24 +1179,42 @@ impl Table {
 
     /// Writes the rows of one partition as a new data file (not yet part of any version).
     pub async fn write_file(&self, key: &PartitionKey, data: &PartitionData) -> Result<DataFile> {
+        let (file, bytes) = self.encode_file(key, data)?;
+        self.store_file(&file, bytes).await?;
+        Ok(file)
+    }
+
+    /// Encodes one partition's rows as a new data file with a new name: the CPU half of
+    /// [`Table::write_file`], for a blocking thread.
+    pub fn encode_file(
+        &self,
+        key: &PartitionKey,
+        data: &PartitionData,
+    ) -> Result<(DataFile, Bytes)> {
         let path = key.new_file();
         let bytes = encode(key, data)?;
-        let size = bytes.len() as u64;
-        if !self.log.put_new(&path, Bytes::from(bytes)).await? {
-            return Err(Error::invalid(format!(
-                "{path}: a new data file's name is taken"
-            )));
-        }
-        crate::failpoint::hit("after-file");
-        Ok(DataFile {
+        let file = DataFile {
             key: key.clone(),
             path,
             rows: data.len() as u64,
-            bytes: size,
+            bytes: bytes.len() as u64,
             min_ts: data.ts.first().copied().unwrap_or_default(),
             max_ts: data.ts.last().copied().unwrap_or_default(),
             modified_ms: now_ms(),
-        })
+        };
+        Ok((file, Bytes::from(bytes)))
+    }
+
+    /// Puts an encoded data file: the I/O half of [`Table::write_file`].
+    pub async fn store_file(&self, file: &DataFile, bytes: Bytes) -> Result<()> {
+        if !self.log.put_new(&file.path, bytes).await? {
+            return Err(Error::invalid(format!(
+                "{}: a new data file's name is taken",
+                file.path
+            )));
+        }
+        crate::failpoint::hit("after-file");
+        Ok(())
     }
 
     /// Commits `changes` as the version after `base` (version 0, creating the table, when

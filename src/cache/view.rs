@@ -10,22 +10,32 @@
 //! never a partial file, never a row twice. `.quiver/view.json` records the version the view
 //! reached; a writer that finds it behind the table (a crash mid-update) rebuilds the view.
 //!
+//! A replaced or removed folder is not deleted at once: a reader may have opened it just
+//! before the swap and be listing it. It moves to `.quiver/retired/` and is deleted by a later
+//! update once it has been retired for [`RETIRE_GRACE`].
+//!
 //! The view is a local-disk convenience: hard links need the table on the same file system.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::layout::PartitionKey;
 use super::table::{DataFile, Table, TableState};
 use crate::error::{Error, Result};
+
+/// How long a replaced partition folder stays readable by a reader that listed it before the
+/// swap.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(60);
 
 /// The plain view of one cache.
 #[derive(Clone, Debug)]
 pub struct PlainView {
     root: PathBuf,
     staging: PathBuf,
+    retired: PathBuf,
     marker: PathBuf,
 }
 
@@ -35,6 +45,7 @@ impl PlainView {
         PlainView {
             root,
             staging: state_dir.join("staging"),
+            retired: state_dir.join("retired"),
             marker: state_dir.join("view.json"),
         }
     }
@@ -76,6 +87,7 @@ impl PlainView {
         state: &TableState,
         keys: impl IntoIterator<Item = &'a PartitionKey>,
     ) -> Result<usize> {
+        self.purge_retired(RETIRE_GRACE)?;
         let mut changed = 0;
         for key in keys {
             if self.update_partition(table, key, &state.partition(key))? {
@@ -91,6 +103,7 @@ impl PlainView {
     /// not one. Used after a crash left the view behind the table, and by `--full`.
     pub fn rebuild(&self, table: &Table, state: &TableState) -> Result<usize> {
         self.clean_staging()?;
+        self.purge_retired(RETIRE_GRACE)?;
         let partitions = state.partitions();
         let mut changed = 0;
         for dir in self.partition_dirs()? {
@@ -185,7 +198,7 @@ impl PlainView {
         }
         if exists {
             exchange(&staged, &dir)?;
-            fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
+            self.retire(&staged)?;
         } else {
             if let Some(parent) = dir.parent() {
                 fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -195,13 +208,10 @@ impl PlainView {
         Ok(true)
     }
 
-    /// Takes a partition's folder out of the view in one step, then deletes it, and the symbol
-    /// and timeframe folders above it if they are left empty.
+    /// Takes a partition's folder out of the view in one step (into the retired folders), and
+    /// removes the symbol and timeframe folders above it if they are left empty.
     fn remove_partition(&self, dir: &Path) -> Result<()> {
-        fs::create_dir_all(&self.staging).map_err(|e| Error::io(&self.staging, e))?;
-        let gone = self.staging.join(uuid::Uuid::new_v4().simple().to_string());
-        fs::rename(dir, &gone).map_err(|e| Error::io(dir, e))?;
-        fs::remove_dir_all(&gone).map_err(|e| Error::io(&gone, e))?;
+        self.retire(dir)?;
         let mut parent = dir.parent();
         while let Some(p) = parent {
             if p == self.root || fs::remove_dir(p).is_err() {
@@ -210,6 +220,47 @@ impl PlainView {
             parent = p.parent();
         }
         Ok(())
+    }
+}
+
+impl PlainView {
+    /// Moves a folder that left the view to the retired folders, named by when it left.
+    fn retire(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(&self.retired).map_err(|e| Error::io(&self.retired, e))?;
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let name = format!("{millis}-{}", uuid::Uuid::new_v4().simple());
+        let to = self.retired.join(name);
+        fs::rename(dir, &to).map_err(|e| Error::io(dir, e))
+    }
+
+    /// Deletes the folders retired more than `grace` ago (all of them for a zero grace).
+    pub fn purge_retired(&self, grace: Duration) -> Result<usize> {
+        let entries = match fs::read_dir(&self.retired) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(&self.retired, e)),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut purged = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&self.retired, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let since: u128 = name
+                .split('-')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if now.saturating_sub(since) >= grace.as_millis() {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
     }
 }
 

@@ -41,8 +41,8 @@ use crate::feed::{DayChange, FeedPosition};
 use crate::model::Timeframe;
 use crate::progress;
 
-/// Partitions queued between the database reader and the Parquet encoder.
-const QUEUE: usize = 4;
+/// Partition files encoded and written at once.
+const PARALLEL_WRITES: usize = 8;
 /// A commit of more actions than this is followed by a checkpoint at once, so readers never
 /// replay a snapshot's commit of every file.
 const CHECKPOINT_ACTIONS: u64 = 10_000;
@@ -933,66 +933,55 @@ pub(crate) fn split_partitions(rows: ScanStream<'_>) -> PartitionStream<'_> {
     ))
 }
 
-/// Encodes and writes partitions on a blocking thread while the stream keeps reading; returns
-/// the new file per partition (`None`: the partition has no rows left) and the rows written.
+/// Encodes and writes partitions while the stream keeps reading, several at a time (encoding
+/// on the blocking pool, the puts concurrent): a live feed's burst is thousands of one-row
+/// files. Returns the new file per partition (`None`: the partition has no rows left) and the
+/// rows written; on an error, the files already written are deleted.
 async fn write_partitions(
     table: &Table,
-    mut partitions: PartitionStream<'_>,
+    partitions: PartitionStream<'_>,
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<(Vec<(PartitionKey, Option<DataFile>)>, u64)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(PartitionKey, PartitionData)>(QUEUE);
-    let writing = Arc::new(table.clone());
-    let handle = tokio::runtime::Handle::current();
-    let writer = tokio::task::spawn_blocking(move || -> Result<_> {
-        let table = writing;
-        let mut out: Vec<(PartitionKey, Option<DataFile>)> = Vec::new();
-        let mut rows = 0u64;
-        while let Some((key, data)) = rx.blocking_recv() {
-            if data.is_empty() {
-                out.push((key, None));
-                continue;
-            }
-            rows += data.len() as u64;
-            match handle.block_on(table.write_file(&key, &data)) {
-                Ok(file) => out.push((key, Some(file))),
-                Err(e) => {
-                    let written = out.iter().filter_map(|(_, f)| f.as_ref());
-                    handle.block_on(discard(&table, written));
-                    return Err(e);
-                }
-            }
-        }
-        Ok((out, rows))
-    });
-    let mut failure = None;
-    while let Some(item) = partitions.next().await {
-        match item {
-            Ok((key, data)) => {
+    let mut writes = partitions
+        .map(|item| {
+            let table = table.clone();
+            async move {
+                let (key, data) = item?;
                 if let Some(bar) = bar {
                     bar.inc(data.len() as u64);
                 }
-                if tx.send((key, data)).await.is_err() {
-                    break; // the writer stopped: its error is reported below
+                if data.is_empty() {
+                    return Ok((key, None, 0));
                 }
+                let rows = data.len() as u64;
+                let (encoder, k) = (table.clone(), key.clone());
+                let (file, bytes) =
+                    tokio::task::spawn_blocking(move || encoder.encode_file(&k, &data))
+                        .await
+                        .map_err(|e| {
+                            Error::invalid(format!("the Parquet encoder stopped: {e}"))
+                        })??;
+                table.store_file(&file, bytes).await?;
+                Ok::<_, Error>((key, Some(file), rows))
+            }
+        })
+        .buffer_unordered(PARALLEL_WRITES);
+    let mut out = Vec::new();
+    let mut rows = 0u64;
+    while let Some(written) = writes.next().await {
+        match written {
+            Ok((key, file, n)) => {
+                rows += n;
+                out.push((key, file));
             }
             Err(e) => {
-                failure = Some(e);
-                break;
+                drop(writes);
+                discard(table, out.iter().filter_map(|(_, f)| f.as_ref())).await;
+                return Err(e);
             }
         }
     }
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| Error::invalid(format!("the Parquet writer stopped: {e}")))?;
-    match (failure, written) {
-        (None, written) => written,
-        (Some(e), Ok((files, _))) => {
-            discard(table, files.iter().filter_map(|(_, f)| f.as_ref())).await;
-            Err(e)
-        }
-        (Some(e), Err(_)) => Err(e),
-    }
+    Ok((out, rows))
 }
 
 /// Deletes files a failed pass wrote (best effort: vacuum deletes any it misses).
