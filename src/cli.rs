@@ -78,6 +78,10 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
         format: StatusFormat,
+        /// Exit 1 (a failed check, as `verify`) when the cache is further behind the table
+        /// than this (`30s`, `5m`), or has no version: for cron and supervisors.
+        #[arg(long, value_name = "DURATION", value_parser = parse_max_lag)]
+        max_lag: Option<std::time::Duration>,
     },
     /// Compare the cache with the table, partition by partition; exit 1 on a difference.
     Verify,
@@ -186,6 +190,10 @@ pub enum StatusFormat {
     Table,
     /// One JSON object.
     Json,
+}
+
+fn parse_max_lag(text: &str) -> std::result::Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// `quiver import`
@@ -416,7 +424,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 w(out, report.to_string())?;
             }
         }
-        Command::Status { format } => {
+        Command::Status { format, max_lag } => {
             let cache = Cache::new(&config.cache.dir);
             let status = status(&store()?, &cache, &config.cache).await?;
             let text = match format {
@@ -425,6 +433,20 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 StatusFormat::Table => output::status_table(&status)?,
             };
             w(out, text)?;
+            if let Some(limit) = max_lag {
+                let behind = match status.lag_seconds {
+                    Some(lag) if lag <= limit.as_secs_f64() => None,
+                    Some(lag) => Some(format!("the cache is {lag:.1} s behind the table")),
+                    None => Some("the cache has no version yet".to_string()),
+                };
+                if let Some(why) = behind {
+                    eprintln!(
+                        "quiver: {why} (--max-lag {})",
+                        humantime::format_duration(limit)
+                    );
+                    return Ok(1);
+                }
+            }
         }
         Command::Bars(args) => {
             let (start, end) = time_range(args.start.as_deref(), args.end.as_deref())?;

@@ -31,8 +31,8 @@ pub struct Config {
     pub read: ReadConfig,
 }
 
-/// `[database]`
-#[derive(Clone, Debug, PartialEq)]
+/// `[database]`. Its `Debug` shows the URL with any password replaced by `***`.
+#[derive(Clone, PartialEq)]
 pub struct DatabaseConfig {
     /// `sqlite://path` or `postgres://user@host:port/db`.
     pub url: String,
@@ -40,6 +40,16 @@ pub struct DatabaseConfig {
     pub schema: Option<String>,
     /// PostgreSQL only: the most connections the pool opens.
     pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 /// `[cache]`
@@ -355,6 +365,15 @@ mod tests {
         assert!(Config::from_toml("[database]\nuri = \"x\"\n", Path::new("")).is_err());
         let e = Config::from_toml("[sync]\npoll_interval = \"soon\"\n", Path::new("")).unwrap_err();
         assert!(e.contains("poll_interval"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_password() {
+        let mut c = Config::default();
+        c.database.url = "postgres://trader:hunter2@db:5432/market?password=hunter2".into();
+        let shown = format!("{c:?} {:?}", c.database);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("trader:***@db"), "{shown}");
     }
 
     #[test]

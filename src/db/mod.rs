@@ -208,14 +208,23 @@ impl SeriesTracker {
     }
 }
 
-/// A connection pool to the configured database.
-#[derive(Clone, Debug)]
+/// A connection pool to the configured database. Its `Debug` shows the URL without password.
+#[derive(Clone)]
 pub struct Store {
     inner: Inner,
     url: String,
     schema: Option<String>,
     /// SQLite: direct read-only connections for scans.
     direct: Option<std::sync::Arc<sqlite::Direct>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug)]

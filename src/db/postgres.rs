@@ -383,8 +383,12 @@ const SCAN_WINDOWS: &str = "SELECT m.symbol, m.timeframe, m.ts, m.open, m.high, 
 const PG_MIN_MICROS: i64 = -210_000_000_000_000_000;
 const PG_MAX_MICROS: i64 = 8_000_000_000_000_000_000;
 
+/// An instant for a bound in microseconds, clamped to what `timestamptz` holds.
+fn clamp(micros: i64) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_micros(micros.clamp(PG_MIN_MICROS, PG_MAX_MICROS))
+}
+
 pub(super) fn scan(pool: &PgPool, scan: Scan) -> ScanStream<'_> {
-    let micros = |us: i64| DateTime::<Utc>::from_timestamp_micros(us);
     let query = match scan {
         Scan::All => sqlx::query(SCAN_ALL),
         Scan::Series {
@@ -392,18 +396,16 @@ pub(super) fn scan(pool: &PgPool, scan: Scan) -> ScanStream<'_> {
             timeframe,
             start,
             end,
-        } => match (start.and_then(micros), end.and_then(micros)) {
-            (Some(start), Some(end)) => sqlx::query(SCAN_RANGE)
+        } => match (start, end) {
+            (None, None) => sqlx::query(SCAN_SERIES).bind(symbol).bind(timeframe),
+            // One bound given: the other side open, as on SQLite.
+            (start, end) => sqlx::query(SCAN_RANGE)
                 .bind(symbol)
                 .bind(timeframe)
-                .bind(start)
-                .bind(end),
-            _ => sqlx::query(SCAN_SERIES).bind(symbol).bind(timeframe),
+                .bind(clamp(start.unwrap_or(i64::MIN)))
+                .bind(clamp(end.unwrap_or(i64::MAX))),
         },
         Scan::Windows(windows) => {
-            let clamp = |m: i64| {
-                DateTime::<Utc>::from_timestamp_micros(m.clamp(PG_MIN_MICROS, PG_MAX_MICROS))
-            };
             let (mut symbols, mut timeframes) = (Vec::new(), Vec::new());
             let (mut lows, mut highs): (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) =
                 Default::default();

@@ -254,8 +254,21 @@ pub async fn run(shell: &mut Shell, out: &mut dyn Write) -> Result<()> {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Err(e) = editor.save_history(path) {
+        // Statements may hold secrets: the history is readable by its owner only.
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let private = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)));
+        if let Err(e) = private
+            .map_err(ReadlineError::Io)
+            .and_then(|()| editor.save_history(path))
+        {
             tracing::warn!(file = %path.display(), "history not saved: {e}");
+        } else {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
     }
     Ok(())

@@ -295,6 +295,13 @@ async fn status_and_verify_report_the_cache(db: TestDb) {
     let before: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(before["version"], serde_json::Value::Null);
     assert!(before["pending_changes"].as_u64().unwrap() > 0);
+    let out = run(&db, &["status", "--max-lag", "1h"]);
+    assert_eq!(out.status.code(), Some(1), "no version yet fails the check");
+    assert!(
+        text(&out.stderr).contains("no version yet"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = run(&db, &["sync"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -321,6 +328,8 @@ async fn status_and_verify_report_the_cache(db: TestDb) {
     assert!(s["bytes"].as_u64().unwrap() > 1000);
     assert_eq!(s["pending_changes"], 0);
     assert_eq!(s["lag_seconds"], 0.0);
+    let out = run(&db, &["status", "--max-lag", "0s"]);
+    assert_eq!(out.status.code(), Some(0), "current: {}", text(&out.stderr));
 
     let out = run(&db, &["verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -337,6 +346,17 @@ async fn status_and_verify_report_the_cache(db: TestDb) {
         text(&out.stdout),
         "differs: tf=1d/sym=NVDA/period=all (database 4010 rows, cache 4012 rows): row counts differ\n\
          1 of 1 partitions differ\n"
+    );
+    let out = run(&db, &["status", "--max-lag", "0s"]);
+    assert_eq!(out.status.code(), Some(1), "behind: {}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("behind the table (--max-lag 0s)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        run(&db, &["status", "--max-lag", "1h"]).status.code(),
+        Some(0)
     );
     let out = run(&db, &["status"]);
     let table = text(&out.stdout);

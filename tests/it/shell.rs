@@ -634,6 +634,12 @@ async fn interactive_shell_cancels_with_ctrl_c() {
 
     let history = std::fs::read_to_string(cli.db.path("history.txt")).unwrap();
     assert!(history.contains("SELECT 'still here' AS s;"), "{history}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cli.db.path("history.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the history is private: {mode:o}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,43 @@ both!(
     database_constraints_refuse_invalid_bars,
     microsecond_timestamps_round_trip,
     quiver_writes_are_tracked_and_leave_the_trigger_on,
+    series_scans_honour_every_combination_of_bounds,
 );
+
+/// A series scan with no bound, either bound or both returns exactly the bars inside them
+/// (PostgreSQL once dropped both bounds when only one was given).
+async fn series_scans_honour_every_combination_of_bounds(db: TestDb) {
+    use futures_util::StreamExt;
+    let bars: Vec<Bar> = (1..=5)
+        .map(|d| bar("BND", d, "1", "2", "0.5", "1.5", "10"))
+        .chain([bar("OTHER", 3, "1", "1", "1", "1", "1")])
+        .collect();
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    let day = |d: u32| {
+        Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0)
+            .unwrap()
+            .timestamp_micros()
+    };
+    for start in [None, Some(day(2))] {
+        for end in [None, Some(day(4))] {
+            let scan = quiver::db::Scan::Series {
+                symbol: "BND".into(),
+                timeframe: "1d".into(),
+                start,
+                end,
+            };
+            let got: Vec<i64> = db.store.scan(scan).map(|r| r.unwrap().ts).collect().await;
+            let want: Vec<i64> = (1..=5)
+                .map(day)
+                .filter(|t| start.is_none_or(|s| *t >= s) && end.is_none_or(|e| *t < e))
+                .collect();
+            assert_eq!(got, want, "start {start:?}, end {end:?}");
+        }
+    }
+}
 
 async fn quiver_writes_are_tracked_and_leave_the_trigger_on(db: TestDb) {
     let bars = [
