@@ -300,6 +300,24 @@ async fn run(backend: &str) {
     let out = verify.output().expect("verify");
     let verified = String::from_utf8_lossy(&out.stdout).trim().to_string();
 
+    // What the retention costs: bytes of files removed in this run (kept for
+    // `cache.retention`) beside the live ones.
+    let table = Cache::new(dir.path())
+        .existing_table()
+        .expect("table")
+        .expect("a table");
+    let state = table
+        .load(quiver::cache::LoadOptions {
+            tombstones: true,
+            sync_mark: false,
+        })
+        .await
+        .expect("load")
+        .expect("a version");
+    let live_mb = state.files().map(|f| f.bytes).sum::<u64>() as f64 / 1e6;
+    let removed_mb = state.tombstones().map(|(_, t)| t.bytes).sum::<u64>() as f64 / 1e6;
+    let run_s = phase.as_secs() + sustained.as_secs();
+
     // Put the dataset back as it was.
     for s in &symbols {
         store
@@ -318,7 +336,8 @@ async fn run(backend: &str) {
          p99 {:.0} ms, max {:.0} ms; daemon CPU {:.2} cores on average ({cpu:.1} s in {wall:.0} s); \
          at most {most_files} files in a partition (threshold {}); sustained {SUSTAINED_RATE} \
          one-bar commits/s for {} s: p50 {:.0} ms, p99 {:.0} ms ({} of {total} seen); verify: {} \
-         (exit {:?})",
+         (exit {:?}); files removed in the {run_s} s run and kept for the retention: \
+         {removed_mb:.1} MB beside {live_mb:.1} MB live",
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or_default()),

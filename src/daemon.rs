@@ -78,6 +78,9 @@ pub async fn run(
             }
             Err(e) => return Err(e),
         };
+        if failures == 0 && compact_while_idle(syncer, &wake, &mut shutdown).await {
+            return Ok(());
+        }
         if failures > 0 {
             // Retry on the backoff clock; notifications cannot help while the database is away.
             tokio::select! {
@@ -89,6 +92,40 @@ pub async fn run(
                 () = wake.notified() => {}
                 () = tokio::time::sleep(delay) => {}
                 () = &mut shutdown => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Merges small files a chunk at a time while no change is waiting (a wake-up already
+/// received stops it after the chunk in hand, which is never abandoned halfway: its commit
+/// must reach the syncer's state). True when shutdown was asked for meanwhile.
+async fn compact_while_idle(
+    syncer: &mut Syncer,
+    wake: &Notify,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    use futures_util::FutureExt;
+    loop {
+        if wake.notified().now_or_never().is_some() {
+            wake.notify_one(); // keep it for the wait that follows
+            return false;
+        }
+        let step = syncer.compact_idle();
+        tokio::pin!(step);
+        let outcome = tokio::select! {
+            r = &mut step => r,
+            () = shutdown.as_mut() => {
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut step).await;
+                return true;
+            }
+        };
+        match outcome {
+            Ok(Some(_)) => continue,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "compaction failed; the next pass retries it");
+                return false;
             }
         }
     }

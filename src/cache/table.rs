@@ -844,6 +844,10 @@ pub struct Table {
     log: Log,
 }
 
+fn taken(path: &str) -> Error {
+    Error::invalid(format!("{path}: a new data file's name is taken"))
+}
+
 /// Who writes: `quiver 0.1.0 on <host> pid <pid>`.
 fn writer_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -1205,13 +1209,30 @@ impl Table {
         Ok((file, Bytes::from(bytes)))
     }
 
+    /// Encodes one partition's rows as a new data file and, on a local disk, writes it, all
+    /// on the calling (blocking) thread; on an object store the bytes come back for
+    /// [`Table::store_file`].
+    pub fn encode_and_write_local(
+        &self,
+        key: &PartitionKey,
+        data: &PartitionData,
+    ) -> Result<(DataFile, Option<Bytes>)> {
+        let (file, bytes) = self.encode_file(key, data)?;
+        match self.log.write_new_local(&file.path, &bytes) {
+            None => Ok((file, Some(bytes))),
+            Some(Ok(true)) => {
+                crate::failpoint::hit("after-file");
+                Ok((file, None))
+            }
+            Some(Ok(false)) => Err(taken(&file.path)),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
     /// Puts an encoded data file: the I/O half of [`Table::write_file`].
     pub async fn store_file(&self, file: &DataFile, bytes: Bytes) -> Result<()> {
         if !self.log.put_new(&file.path, bytes).await? {
-            return Err(Error::invalid(format!(
-                "{}: a new data file's name is taken",
-                file.path
-            )));
+            return Err(taken(&file.path));
         }
         crate::failpoint::hit("after-file");
         Ok(())

@@ -46,6 +46,9 @@ const PARALLEL_WRITES: usize = 8;
 /// A commit of more actions than this is followed by a checkpoint at once, so readers never
 /// replay a snapshot's commit of every file.
 const CHECKPOINT_ACTIONS: u64 = 10_000;
+/// Partitions merged per commit by the daemon's idle compaction: about 0.2 s of work, the
+/// longest a pass waits for it.
+const IDLE_CHUNK: usize = 128;
 
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -120,6 +123,8 @@ pub struct Syncer {
     view_at: Option<u64>,
     /// Partitions the last pass appended to (they may now be due for compaction).
     grown: BTreeSet<PartitionKey>,
+    /// Partitions that may hold more than one file: what idle compaction looks at.
+    backlog: BTreeSet<PartitionKey>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -234,6 +239,7 @@ impl Syncer {
             next_vacuum: Instant::now() + VACUUM_FIRST,
             view_at: None,
             grown: BTreeSet::new(),
+            backlog: BTreeSet::new(),
         })
     }
 
@@ -286,6 +292,12 @@ impl Syncer {
             };
             self.since_checkpoint = (commits, 0);
             self.view_at = self.view.version();
+            self.backlog = state
+                .partitions()
+                .into_iter()
+                .filter(|(_, files)| files.len() > 1)
+                .map(|(k, _)| k)
+                .collect();
         }
         self.view.clean_staging()?;
         self.loaded = true;
@@ -569,6 +581,7 @@ impl Syncer {
             .filter(|k| !removed_from.contains(k))
             .cloned()
             .collect();
+        self.backlog.extend(self.grown.iter().cloned());
         tracing::debug!(
             version,
             partitions = partitions.len(),
@@ -700,6 +713,42 @@ impl Syncer {
             })
             .unwrap_or_default();
         self.compact_partitions(&keys, Merge::All).await
+    }
+
+    /// One step of the daemon's compaction between passes: merges the small files of up to
+    /// [`IDLE_CHUNK`] partitions holding at least half of `cache.compact_files` files (the
+    /// most first) in one commit; `None` when no partition is due. Merging early and a chunk
+    /// at a time spreads the work over the quiet time between a live feed's bursts, so no pass
+    /// finds thousands of partitions over the threshold at once (a pass still merges any that
+    /// are, before it returns).
+    pub async fn compact_idle(&mut self) -> Result<Option<CompactReport>> {
+        let Some(state) = self.state.as_ref() else {
+            return Ok(None);
+        };
+        let least = (self.settings.compact_files / 2).max(2);
+        let mut due: Vec<(usize, PartitionKey)> = Vec::new();
+        self.backlog.retain(|key| {
+            let files = state.partition(key).len();
+            if files >= least {
+                due.push((files, key.clone()));
+            }
+            files > 1
+        });
+        if due.is_empty() {
+            return Ok(None);
+        }
+        due.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let keys: Vec<PartitionKey> = due.into_iter().take(IDLE_CHUNK).map(|(_, k)| k).collect();
+        let report = self.compact_partitions(&keys, Merge::Tiered).await?;
+        if report.version.is_none() {
+            // Nothing merged (each is one large file and one small): not due after all.
+            for key in &keys {
+                self.backlog.remove(key);
+            }
+            return Ok(None);
+        }
+        self.maintain().await?;
+        Ok(Some(report))
     }
 
     /// Merges the files of `keys` (all of them, or with [`Merge::Tiered`] the small ones) and
@@ -956,12 +1005,14 @@ async fn write_partitions(
                 let rows = data.len() as u64;
                 let (encoder, k) = (table.clone(), key.clone());
                 let (file, bytes) =
-                    tokio::task::spawn_blocking(move || encoder.encode_file(&k, &data))
+                    tokio::task::spawn_blocking(move || encoder.encode_and_write_local(&k, &data))
                         .await
                         .map_err(|e| {
                             Error::invalid(format!("the Parquet encoder stopped: {e}"))
                         })??;
-                table.store_file(&file, bytes).await?;
+                if let Some(bytes) = bytes {
+                    table.store_file(&file, bytes).await?;
+                }
                 Ok::<_, Error>((key, Some(file), rows))
             }
         })

@@ -61,6 +61,8 @@ fn last_commit(db: &TestDb) -> Vec<serde_json::Value> {
 both!(
     appends_add_a_file_and_every_other_change_rewrites,
     compaction_merges_small_files_and_changes_no_row,
+    idle_compaction_merges_before_the_threshold,
+    the_daemon_compacts_between_bursts,
     random_live_changes_and_crashes_stay_exact
 );
 
@@ -272,6 +274,114 @@ async fn compaction_merges_small_files_and_changes_no_row(db: TestDb) {
         None,
         "nothing left to compact"
     );
+}
+
+/// Between passes, [`Syncer::compact_idle`] merges partitions holding half the threshold of
+/// files, most first, a chunk per commit, and says when none is due.
+async fn idle_compaction_merges_before_the_threshold(db: TestDb) {
+    let k = db.kind;
+    let bars = generated(3, 2, "1m", 12);
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    let settings = CacheConfig {
+        compact_files: 8,
+        ..db.config.cache.clone()
+    };
+    let mut s = Syncer::new(
+        db.store.clone(),
+        &settings,
+        db.config.database.schema.clone(),
+    )
+    .unwrap();
+    s.pass(false).await.unwrap();
+    let last = bars.iter().map(|b| b.ts_micros()).max().unwrap();
+    let keys: Vec<PartitionKey> = ["SYM001", "SYM002", "SYM003"]
+        .iter()
+        .map(|s| PartitionKey::of(s, "1m", last).unwrap())
+        .collect();
+    // SYM001 gets four appends, SYM002 two, SYM003 none.
+    for i in 1..=4i64 {
+        let mut sql = bar_sql(k, "SYM001", last + i * 60_000_000, "1.00000001");
+        if i <= 2 {
+            sql.push_str(&bar_sql(k, "SYM002", last + i * 60_000_000, "2.5"));
+        }
+        db.plain_sql(&sql).await;
+        s.pass(false).await.unwrap();
+    }
+    assert_eq!(files_of(&db, &keys[0]).await.len(), 5);
+    assert_eq!(files_of(&db, &keys[1]).await.len(), 3);
+    let before = table_rows(&db).await;
+    let report = s.compact_idle().await.unwrap().expect("SYM001 is due");
+    assert_eq!(report.partitions, 1, "{report:?}");
+    // The month's big file stays; the four appended files become one.
+    assert_eq!(files_of(&db, &keys[0]).await.len(), 2);
+    assert_eq!(
+        files_of(&db, &keys[1]).await.len(),
+        3,
+        "below half the threshold"
+    );
+    assert_eq!(files_of(&db, &keys[2]).await.len(), 1);
+    assert!(
+        s.compact_idle().await.unwrap().is_none(),
+        "nothing else due"
+    );
+    assert_eq!(table_rows(&db).await, before);
+    assert_mirrored(&db, "after idle compaction").await;
+    let commit = last_commit(&db);
+    assert_eq!(commit[0]["commitInfo"]["operation"], "OPTIMIZE");
+}
+
+/// Kills the daemon when the test ends, failed or not.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The daemon merges an appended-to partition while it is idle, long before the partition
+/// reaches the threshold.
+async fn the_daemon_compacts_between_bursts(db: TestDb) {
+    let k = db.kind;
+    std::fs::write(
+        db.dir.path().join("config.toml"),
+        "[cache]\ncompact_files = 4\n",
+    )
+    .unwrap();
+    let bars = generated(1, 2, "1m", 12);
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    let _daemon = Daemon(
+        quiver(&db)
+            .args(["sync", "--watch", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let limit = std::time::Duration::from_secs(30);
+    db.wait_mirrored(Some(bars.len() as u64), limit).await;
+    let last = bars.iter().map(|b| b.ts_micros()).max().unwrap();
+    let key = PartitionKey::of("SYM001", "1m", last).unwrap();
+    for i in 1..=3i64 {
+        db.plain_sql(&bar_sql(k, "SYM001", last + i * 60_000_000, "3.14159265"))
+            .await;
+        db.wait_mirrored(Some(bars.len() as u64 + i as u64), limit)
+            .await;
+    }
+    // Four files would be within the threshold; idle compaction merges the appended ones.
+    let started = std::time::Instant::now();
+    while files_of(&db, &key).await.len() > 2 {
+        assert!(started.elapsed() < limit, "the daemon never compacted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_mirrored(&db, "after the daemon compacted").await;
 }
 
 /// A deterministic generator (xorshift), the same sequence on every run.
