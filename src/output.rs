@@ -96,6 +96,19 @@ pub fn status_table(status: &Status) -> Result<String> {
                 status.compaction_backlog
             ),
         ),
+        (
+            "held back",
+            if status.held_back.is_empty() {
+                "none".to_string()
+            } else {
+                status
+                    .held_back
+                    .iter()
+                    .map(|(p, why)| format!("{p}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        ),
         ("position", or_none(position)),
         ("pending changes", status.pending_changes.to_string()),
         (

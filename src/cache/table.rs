@@ -288,6 +288,10 @@ pub struct SyncMark {
     /// Who wrote the commit: `quiver <version> on <host> pid <pid>`.
     #[serde(default)]
     pub writer: String,
+    /// Partitions held back at their last good version because a row of theirs in the table
+    /// cannot be held exactly: partition folder (`tf=…/sym=…/period=…`) → the row and why.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub held: std::collections::BTreeMap<String, String>,
 }
 
 /// A removed file still kept on disk for older versions and the queries reading them.

@@ -173,6 +173,10 @@ pub struct ScanRow {
     pub ts: i64,
     /// `open, high, low, close, volume` in 10^-8 units.
     pub values: [i128; 5],
+    /// Why the row cannot be held exactly (`market_data SYM 1m ts=…: open: reason`), when it
+    /// cannot: a value with a ninth decimal, text that is no number, a value out of range.
+    /// Its `values` are then zero where the field is bad; the scan goes on.
+    pub bad: Option<Box<str>>,
 }
 
 /// A stream of [`ScanRow`]s.
@@ -200,11 +204,14 @@ impl SeriesTracker {
         Some((self.symbol.clone(), self.timeframe.clone()))
     }
 
-    fn bad_value(&self, ts: i64, column: &str, message: String) -> Error {
-        Error::invalid(format!(
-            "market_data {} {} ts={ts}: {column}: {message}",
+    fn bad_value(&self, ts: i64, column: &str, message: impl std::fmt::Display) -> Box<str> {
+        let at = chrono::DateTime::from_timestamp_micros(ts)
+            .map_or_else(|| ts.to_string(), |t| crate::model::format_ts(&t));
+        format!(
+            "market_data {} {} ts={at}: {column}: {message}",
             self.symbol, self.timeframe
-        ))
+        )
+        .into()
     }
 }
 

@@ -444,11 +444,26 @@ pub(super) fn scan(pool: &PgPool, scan: Scan) -> ScanStream<'_> {
         let series = tracker.next(row.try_get(0)?, row.try_get(1)?);
         let ts = row.try_get::<DateTime<Utc>, _>(2)?.timestamp_micros();
         let mut values = [0i128; 5];
+        let mut bad = None;
         for (i, v) in values.iter_mut().enumerate() {
-            let d: Decimal = row.try_get(3 + i)?;
-            *v = fixed8_from_decimal(d).map_err(|m| tracker.bad_value(ts, VALUE_COLUMNS[i], m))?;
+            // NaN and values beyond 28 digits do not decode: bad rows, not a failed scan.
+            let decoded = match row.try_get::<Decimal, _>(3 + i) {
+                Ok(d) => fixed8_from_decimal(d),
+                Err(e) => Err(format!("not a decimal quiver can hold: {e}")),
+            };
+            match decoded {
+                Ok(x) => *v = x,
+                Err(m) => {
+                    bad.get_or_insert_with(|| tracker.bad_value(ts, VALUE_COLUMNS[i], m));
+                }
+            }
         }
-        Ok(ScanRow { series, ts, values })
+        Ok(ScanRow {
+            series,
+            ts,
+            values,
+            bad,
+        })
     }))
 }
 

@@ -473,11 +473,25 @@ pub(super) fn scan_sqlx(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
         let series = tracker.next(row.try_get(0)?, row.try_get(1)?);
         let ts: i64 = row.try_get(2)?;
         let mut values = [0i128; 5];
+        let mut bad = None;
         for (i, v) in values.iter_mut().enumerate() {
-            let text: &str = row.try_get(3 + i)?;
-            *v = fixed8_from_text(text).map_err(|m| tracker.bad_value(ts, VALUE_COLUMNS[i], m))?;
+            let decoded = match row.try_get::<&str, _>(3 + i) {
+                Ok(text) => fixed8_from_text(text),
+                Err(e) => Err(format!("not text: {e}")),
+            };
+            match decoded {
+                Ok(x) => *v = x,
+                Err(m) => {
+                    bad.get_or_insert_with(|| tracker.bad_value(ts, VALUE_COLUMNS[i], m));
+                }
+            }
         }
-        Ok(ScanRow { series, ts, values })
+        Ok(ScanRow {
+            series,
+            ts,
+            values,
+            bad,
+        })
     }))
 }
 
@@ -590,14 +604,26 @@ fn read_rows(
             let series = tracker.next(symbol, timeframe);
             let ts: i64 = row.get(2)?;
             let mut values = [0i128; 5];
+            let mut bad = None;
             for (i, v) in values.iter_mut().enumerate() {
                 let raw = row.get_ref(3 + i)?;
-                let s = raw.as_str().map_err(|_| {
-                    tracker.bad_value(ts, VALUE_COLUMNS[i], format!("{raw:?} is not text"))
-                })?;
-                *v = fixed8_from_text(s).map_err(|m| tracker.bad_value(ts, VALUE_COLUMNS[i], m))?;
+                let decoded = match raw.as_str() {
+                    Ok(s) => fixed8_from_text(s),
+                    Err(_) => Err(format!("{raw:?} is not text")),
+                };
+                match decoded {
+                    Ok(x) => *v = x,
+                    Err(m) => {
+                        bad.get_or_insert_with(|| tracker.bad_value(ts, VALUE_COLUMNS[i], m));
+                    }
+                }
             }
-            chunk.push(ScanRow { series, ts, values });
+            chunk.push(ScanRow {
+                series,
+                ts,
+                values,
+                bad,
+            });
             if chunk.len() == SCAN_CHUNK {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
                 if tx.blocking_send(Ok(full)).is_err() {

@@ -171,6 +171,9 @@ async fn read(
     let mut series = (String::new(), String::new());
     while let Some(row) = rows.next().await {
         let row = row?;
+        if let Some(bad) = row.bad {
+            return Err(Error::invalid(bad.to_string()));
+        }
         if let Some(s) = row.series {
             series = s;
         }

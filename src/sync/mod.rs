@@ -69,6 +69,9 @@ pub struct PassReport {
     pub appended: usize,
     /// Partitions compacted after the pass (they had grown past `cache.compact_files`).
     pub compacted: usize,
+    /// Partitions held back at their last good version by a row that cannot be held exactly
+    /// (all of them, including those held by earlier passes).
+    pub held_back: usize,
     /// Wall time of the pass.
     pub elapsed: Duration,
 }
@@ -91,6 +94,9 @@ impl std::fmt::Display for PassReport {
                 write!(f, ", {} removed", self.removed)?;
                 if self.compacted > 0 {
                     write!(f, ", {} compacted", self.compacted)?;
+                }
+                if self.held_back > 0 {
+                    write!(f, ", {} held back by bad rows", self.held_back)?;
                 }
                 write!(f, ", in {:.2?}", self.elapsed)
             }
@@ -428,25 +434,38 @@ impl Syncer {
             indicatif::ProgressBar::hidden()
         };
         let rows = self.store.scan(Scan::All);
-        let (written, written_rows) =
-            write_partitions(&self.table, split_partitions(rows), Some(&bar)).await?;
+        let written = write_partitions(&self.table, split_partitions(rows), Some(&bar)).await?;
         bar.finish_and_clear();
+        let written_rows = written.rows;
+        // A held-back partition keeps the files it has; every other old file goes.
+        let kept: BTreeSet<&PartitionKey> = written.held.iter().map(|(k, _)| k).collect();
         let mut changes = Changes {
-            adds: written.into_iter().filter_map(|(_, f)| f).collect(),
+            adds: written
+                .files
+                .iter()
+                .filter_map(|(_, f)| f.clone())
+                .collect(),
             removes: self
                 .state
                 .as_ref()
-                .map(|s| s.files().cloned().collect())
+                .map(|s| {
+                    s.files()
+                        .filter(|f| !kept.contains(&f.key))
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default(),
             rearranges_only: false,
         };
+        drop(kept);
+        let held = self.held_after(None, written.held);
         let old_partitions: BTreeSet<PartitionKey> =
             changes.removes.iter().map(|f| f.key.clone()).collect();
         let new_partitions: BTreeSet<PartitionKey> =
             changes.adds.iter().map(|f| f.key.clone()).collect();
         let removed = old_partitions.difference(&new_partitions).count();
         changes.adds.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut report = self.publish(changes, position, removed).await?;
+        let mut report = self.publish(changes, position, removed, held).await?;
         report.snapshot = true;
         report.rows = written_rows;
         Ok(report)
@@ -471,8 +490,11 @@ impl Syncer {
                 .unwrap_or_default();
             let last = files.iter().map(|f| f.max_ts).max();
             let (start, end) = key.range()?;
+            // A held-back partition is re-read whole until it comes out clean.
             let plan = match last {
-                Some(last) if change.appends_after(last) => Plan::Append { after: last },
+                Some(last) if change.appends_after(last) && !self.is_held(&key) => {
+                    Plan::Append { after: last }
+                }
                 _ => Plan::Rewrite,
             };
             windows.push(Window {
@@ -492,7 +514,11 @@ impl Syncer {
             .count();
         let started = Instant::now();
         let rows = self.store.scan(Scan::Windows(windows));
-        let (written, rows) = write_partitions(&self.table, split_partitions(rows), None).await?;
+        let Written {
+            files: written,
+            held: newly_held,
+            rows,
+        } = write_partitions(&self.table, split_partitions(rows), None).await?;
         tracing::debug!(
             partitions = plans.len(),
             appends,
@@ -503,14 +529,18 @@ impl Syncer {
         let mut changes = Changes::default();
         let mut removed = 0;
         let mut written: BTreeMap<PartitionKey, Option<DataFile>> = written.into_iter().collect();
-        for (key, plan) in plans {
-            let file = written.remove(&key).flatten();
-            if plan == Plan::Rewrite {
+        let held_now: BTreeSet<&PartitionKey> = newly_held.iter().map(|(k, _)| k).collect();
+        for (key, plan) in &plans {
+            if held_now.contains(key) {
+                continue; // stays at its last good version
+            }
+            let file = written.remove(key).flatten();
+            if *plan == Plan::Rewrite {
                 // A partition the scan found no row of has none left.
                 let old = self
                     .state
                     .as_ref()
-                    .map(|s| s.partition(&key))
+                    .map(|s| s.partition(key))
                     .unwrap_or_default();
                 if file.is_none() && !old.is_empty() {
                     removed += 1;
@@ -527,9 +557,12 @@ impl Syncer {
                 "a sync scan returned rows of {key}, which no window asked for"
             )));
         }
+        drop(held_now);
+        let cleared: Vec<&PartitionKey> = plans.keys().collect();
+        let held = self.held_after(Some(&cleared), newly_held);
         // Even with no file changed (a day logged but left as it was), the commit moves the
         // position, so the same days are not read again.
-        let mut report = self.publish(changes, position, removed).await?;
+        let mut report = self.publish(changes, position, removed, held).await?;
         report.rows = rows;
         report.appended = appends;
         Ok(report)
@@ -542,11 +575,14 @@ impl Syncer {
         changes: Changes,
         position: FeedPosition,
         removed: usize,
+        held: BTreeMap<String, String>,
     ) -> Result<PassReport> {
+        let held_back = held.len();
         let mark = SyncMark {
             position: position.clone(),
             source: self.source.clone(),
             writer: String::new(),
+            held,
         };
         let started = Instant::now();
         let version = match self
@@ -597,8 +633,58 @@ impl Syncer {
             version: Some(version),
             written: changes.adds.len(),
             removed,
+            held_back,
             ..PassReport::default()
         })
+    }
+
+    /// The partitions held back by the newest version.
+    fn held(&self) -> Option<&BTreeMap<String, String>> {
+        self.state
+            .as_ref()
+            .and_then(|s| s.sync_mark())
+            .map(|m| &m.held)
+            .filter(|h| !h.is_empty())
+    }
+
+    fn is_held(&self, key: &PartitionKey) -> bool {
+        self.held().is_some_and(|h| h.contains_key(&key.dir()))
+    }
+
+    /// The held-back partitions after a pass that re-read `cleared` (each now written or
+    /// held again; `None`: a snapshot, which re-read everything) and found `newly` held: logs
+    /// each partition that is newly held or held for another reason (once, not at every
+    /// pass), and each released.
+    fn held_after(
+        &self,
+        cleared: Option<&[&PartitionKey]>,
+        newly: Vec<(PartitionKey, Box<str>)>,
+    ) -> BTreeMap<String, String> {
+        let before = self.held().cloned().unwrap_or_default();
+        let mut held = before.clone();
+        match cleared {
+            None => held.clear(),
+            Some(keys) => {
+                for key in keys {
+                    held.remove(&key.dir());
+                }
+            }
+        }
+        for (key, reason) in newly {
+            let dir = key.dir();
+            if before.get(&dir).map(String::as_str) != Some(&*reason) {
+                tracing::warn!(
+                    partition = %dir,
+                    reason = %reason,
+                    "partition held back at its last good version: a row cannot be held exactly; fix it in SQL and the next pass publishes it"
+                );
+            }
+            held.insert(dir, reason.into());
+        }
+        for dir in before.keys().filter(|d| !held.contains_key(*d)) {
+            tracing::info!(partition = %dir, "partition no longer held back: published");
+        }
+        held
     }
 
     /// Writes a checkpoint when one is due, and vacuums once an hour; on a background task for
@@ -814,9 +900,13 @@ impl Syncer {
                     to.extend(from);
                 }
             }
-            Ok((key, data))
+            Ok((key, data, None))
         });
-        let (written, rows) = write_partitions(&self.table, Box::pin(merged), None).await?;
+        let Written {
+            files: written,
+            rows,
+            ..
+        } = write_partitions(&self.table, Box::pin(merged), None).await?;
         let mut changes = Changes {
             rearranges_only: true,
             ..Changes::default()
@@ -919,15 +1009,18 @@ async fn run_job(
     }
 }
 
-type PartitionStream<'a> =
-    futures_util::stream::BoxStream<'a, Result<(PartitionKey, PartitionData)>>;
+/// One partition cut from a scan: its key, its rows and, when one of its rows cannot be held
+/// exactly, why (the first such row). A held-back partition is never written.
+pub(crate) type Cut = (PartitionKey, PartitionData, Option<Box<str>>);
+
+type PartitionStream<'a> = futures_util::stream::BoxStream<'a, Result<Cut>>;
 
 /// Cuts a key-ordered row stream into partitions.
 pub(crate) fn split_partitions(rows: ScanStream<'_>) -> PartitionStream<'_> {
     struct State<'a> {
         rows: ScanStream<'a>,
         series: Option<(String, String, Period)>,
-        current: Option<(PartitionKey, i64, PartitionData)>,
+        current: Option<(PartitionKey, i64, PartitionData, Option<Box<str>>)>,
         done: bool,
     }
     let state = State {
@@ -955,12 +1048,15 @@ pub(crate) fn split_partitions(rows: ScanStream<'_>) -> PartitionStream<'_> {
                 let Some((symbol, timeframe, period)) = &st.series else {
                     return Err(Error::invalid("a scan's first row names its series"));
                 };
-                let same = st.current.as_ref().is_some_and(|(key, end, _)| {
+                let same = st.current.as_ref().is_some_and(|(key, end, _, _)| {
                     row.ts < *end && key.symbol == *symbol && key.timeframe == *timeframe
                 });
                 if same {
-                    if let Some((_, _, data)) = st.current.as_mut() {
+                    if let Some((_, _, data, held)) = st.current.as_mut() {
                         data.push(row.ts, row.values);
+                        if held.is_none() {
+                            *held = row.bad;
+                        }
                     }
                     continue;
                 }
@@ -972,35 +1068,55 @@ pub(crate) fn split_partitions(rows: ScanStream<'_>) -> PartitionStream<'_> {
                 let end = key.range()?.1.unwrap_or(i64::MAX);
                 let mut data = PartitionData::default();
                 data.push(row.ts, row.values);
-                if let Some((key, _, data)) = st.current.replace((key, end, data)) {
-                    return Ok(Some(((key, data), st)));
+                if let Some((key, _, data, held)) = st.current.replace((key, end, data, row.bad)) {
+                    return Ok(Some(((key, data, held), st)));
                 }
             }
             st.done = true;
-            Ok(st.current.take().map(|(key, _, data)| ((key, data), st)))
+            Ok(st
+                .current
+                .take()
+                .map(|(key, _, data, held)| ((key, data, held), st)))
         },
     ))
 }
 
+/// What [`write_partitions`] did.
+#[derive(Default)]
+struct Written {
+    /// The new file per partition (`None`: the partition has no rows left).
+    files: Vec<(PartitionKey, Option<DataFile>)>,
+    /// Partitions not written because a row cannot be held exactly, with the reason.
+    held: Vec<(PartitionKey, Box<str>)>,
+    /// Rows written.
+    rows: u64,
+}
+
 /// Encodes and writes partitions while the stream keeps reading, several at a time (encoding
 /// on the blocking pool, the puts concurrent): a live feed's burst is thousands of one-row
-/// files. Returns the new file per partition (`None`: the partition has no rows left) and the
-/// rows written; on an error, the files already written are deleted.
+/// files. On an error, the files already written are deleted.
 async fn write_partitions(
     table: &Table,
     partitions: PartitionStream<'_>,
     bar: Option<&indicatif::ProgressBar>,
-) -> Result<(Vec<(PartitionKey, Option<DataFile>)>, u64)> {
+) -> Result<Written> {
+    enum Outcome {
+        File(Option<DataFile>, u64),
+        Held(Box<str>),
+    }
     let mut writes = partitions
         .map(|item| {
             let table = table.clone();
             async move {
-                let (key, data) = item?;
+                let (key, data, held) = item?;
                 if let Some(bar) = bar {
                     bar.inc(data.len() as u64);
                 }
+                if let Some(reason) = held {
+                    return Ok((key, Outcome::Held(reason)));
+                }
                 if data.is_empty() {
-                    return Ok((key, None, 0));
+                    return Ok((key, Outcome::File(None, 0)));
                 }
                 let rows = data.len() as u64;
                 let (encoder, k) = (table.clone(), key.clone());
@@ -1013,26 +1129,26 @@ async fn write_partitions(
                 if let Some(bytes) = bytes {
                     table.store_file(&file, bytes).await?;
                 }
-                Ok::<_, Error>((key, Some(file), rows))
+                Ok::<_, Error>((key, Outcome::File(Some(file), rows)))
             }
         })
         .buffer_unordered(PARALLEL_WRITES);
-    let mut out = Vec::new();
-    let mut rows = 0u64;
+    let mut out = Written::default();
     while let Some(written) = writes.next().await {
         match written {
-            Ok((key, file, n)) => {
-                rows += n;
-                out.push((key, file));
+            Ok((key, Outcome::File(file, n))) => {
+                out.rows += n;
+                out.files.push((key, file));
             }
+            Ok((key, Outcome::Held(reason))) => out.held.push((key, reason)),
             Err(e) => {
                 drop(writes);
-                discard(table, out.iter().filter_map(|(_, f)| f.as_ref())).await;
+                discard(table, out.files.iter().filter_map(|(_, f)| f.as_ref())).await;
                 return Err(e);
             }
         }
     }
-    Ok((out, rows))
+    Ok(out)
 }
 
 /// Deletes files a failed pass wrote (best effort: vacuum deletes any it misses).

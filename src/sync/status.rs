@@ -42,6 +42,9 @@ pub struct Status {
     pub mean_files_per_partition: f64,
     /// Partitions with more files than `cache.compact_files`: compaction's backlog.
     pub compaction_backlog: usize,
+    /// Partitions held back at their last good version by a row the cache cannot hold
+    /// exactly: partition folder → the row and why.
+    pub held_back: std::collections::BTreeMap<String, String>,
     /// The change-feed position it is consistent with.
     pub position: Option<FeedPosition>,
     /// Change-log entries committed since (0: the cache is current).
@@ -109,6 +112,11 @@ pub async fn status(store: &Store, cache: &Cache, settings: &CacheConfig) -> Res
             .iter()
             .filter(|&&n| n > settings.compact_files)
             .count(),
+        held_back: state
+            .as_ref()
+            .and_then(|s| s.sync_mark())
+            .map(|m| m.held.clone())
+            .unwrap_or_default(),
         position,
         pending_changes: pending,
         lag_seconds: lag,

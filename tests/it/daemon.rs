@@ -134,7 +134,8 @@ both!(
     daemon_stops_on_sigint,
     kill_9_at_every_step_leaves_the_cache_readable_and_exact,
     daemon_follows_writes_and_stops_on_sigterm,
-    status_and_verify_report_the_cache
+    status_and_verify_report_the_cache,
+    a_bad_row_holds_back_only_its_partition
 );
 
 async fn kill_9_at_every_step_leaves_the_cache_readable_and_exact(db: TestDb) {
@@ -377,4 +378,116 @@ async fn daemon_stops_on_sigint(db: TestDb) {
     assert!(took < Duration::from_secs(1), "SIGINT took {took:?}");
     assert!(stderr.contains("SIGINT: stopping"), "{stderr}");
     assert_mirrored(&db, "after SIGINT").await;
+}
+
+/// A row the cache cannot hold exactly, written by a plain SQL client (SQLite: a ninth
+/// decimal, which its REAL CHECKs let through; PostgreSQL: `NaN`, which NUMERIC accepts),
+/// holds back only its own partition at its last good version: the pass succeeds, every other
+/// partition is published, the reason is logged once, `status` lists it and `verify` names
+/// it; once the row is fixed in SQL the next pass converges.
+async fn a_bad_row_holds_back_only_its_partition(db: TestDb) {
+    use quiver::OnConflict;
+    let bars = crate::harness::generated(2, 3, "1m", 7);
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    sync_ok(&db);
+    let last = bars.iter().map(|b| b.ts_micros()).max().unwrap();
+    let ts = |micros: i64| match db.kind {
+        Kind::Sqlite => micros.to_string(),
+        Kind::Postgres => format!("to_timestamp({micros} / 1e6)"),
+    };
+    let bad = match db.kind {
+        Kind::Sqlite => "'1.123456789', '2', '1', '1.5', '10'",
+        Kind::Postgres => "'NaN', 'NaN', 'NaN', 'NaN', '10'",
+    };
+    let bad_ts = last + 60_000_000;
+    db.plain_sql(&format!(
+        "INSERT INTO market_data VALUES ('SYM001', '1m', {}, {bad}); \
+         INSERT INTO market_data VALUES ('SYM002', '1m', {}, '7.5', '8', '7', '7.25', '3');",
+        ts(bad_ts),
+        ts(last + 60_000_000),
+    ))
+    .await;
+    let held = quiver::cache::PartitionKey::of("SYM001", "1m", bad_ts)
+        .unwrap()
+        .dir();
+    let first = run(&db, &["sync"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let said = text(&first.stderr);
+    assert!(
+        said.contains("held back") && said.contains("open"),
+        "{said}"
+    );
+    assert!(
+        text(&first.stdout).contains("1 held back"),
+        "{}",
+        text(&first.stdout)
+    );
+
+    // SYM002 is published; SYM001's partition is what it was.
+    let cache = Cache::new(&db.config.cache.dir);
+    let state = cache.current().await.unwrap().unwrap();
+    assert!(
+        state
+            .series("1m", "SYM002")
+            .last()
+            .is_some_and(|f| f.max_ts == last + 60_000_000)
+    );
+    assert!(
+        state
+            .series("1m", "SYM001")
+            .last()
+            .is_some_and(|f| f.max_ts < bad_ts)
+    );
+
+    let out = run(&db, &["status", "--format", "json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reason = s["held_back"][&held]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("SYM001") && reason.contains("open"), "{s}");
+    let out = run(&db, &["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!("differs: {held}")) && said.contains("held back"),
+        "{said}"
+    );
+    assert!(
+        said.contains("1 of "),
+        "only the bad row's partition differs: {said}"
+    );
+
+    // Said once: a pass with nothing new does not repeat it, and it stays held.
+    db.plain_sql(&format!(
+        "INSERT INTO market_data VALUES ('SYM002', '1m', {}, '7.5', '8', '7', '7.25', '3');",
+        ts(last + 120_000_000)
+    ))
+    .await;
+    let again = run(&db, &["sync"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(
+        !text(&again.stderr).contains("held back at"),
+        "{}",
+        text(&again.stderr)
+    );
+    let out = run(&db, &["status", "--format", "json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(s["held_back"].get(&held).is_some(), "{s}");
+
+    // Fixed in SQL: the next pass publishes the partition and nothing is held.
+    db.plain_sql(&format!(
+        "UPDATE market_data SET open = '1.5', high = '2', low = '1', close = '1.5' \
+         WHERE symbol = 'SYM001' AND ts = {};",
+        ts(bad_ts)
+    ))
+    .await;
+    sync_ok(&db);
+    let out = run(&db, &["status", "--format", "json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["held_back"], serde_json::json!({}), "{s}");
+    assert_mirrored(&db, "after the bad row was fixed").await;
 }
