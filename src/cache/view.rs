@@ -29,6 +29,10 @@ use crate::error::{Error, Result};
 /// How long a replaced partition folder stays readable by a reader that listed it before the
 /// swap.
 pub const RETIRE_GRACE: Duration = Duration::from_secs(60);
+/// Retired folders an update deletes at most, so that a compaction that swapped thousands of
+/// folders a minute ago does not slow the pass after it; the daemon deletes the rest while
+/// idle.
+const PURGE_PER_UPDATE: usize = 64;
 
 /// The plain view of one cache.
 #[derive(Clone, Debug)]
@@ -87,7 +91,7 @@ impl PlainView {
         state: &TableState,
         keys: impl IntoIterator<Item = &'a PartitionKey>,
     ) -> Result<usize> {
-        self.purge_retired(RETIRE_GRACE)?;
+        self.purge_retired(RETIRE_GRACE, PURGE_PER_UPDATE)?;
         let mut changed = 0;
         for key in keys {
             if self.update_partition(table, key, &state.partition(key))? {
@@ -103,7 +107,7 @@ impl PlainView {
     /// not one. Used after a crash left the view behind the table, and by `--full`.
     pub fn rebuild(&self, table: &Table, state: &TableState) -> Result<usize> {
         self.clean_staging()?;
-        self.purge_retired(RETIRE_GRACE)?;
+        self.purge_retired(RETIRE_GRACE, usize::MAX)?;
         let partitions = state.partitions();
         let mut changed = 0;
         for dir in self.partition_dirs()? {
@@ -235,8 +239,9 @@ impl PlainView {
         fs::rename(dir, &to).map_err(|e| Error::io(dir, e))
     }
 
-    /// Deletes the folders retired more than `grace` ago (all of them for a zero grace).
-    pub fn purge_retired(&self, grace: Duration) -> Result<usize> {
+    /// Deletes up to `limit` of the folders retired more than `grace` ago (all of them for a
+    /// zero grace); returns how many it deleted.
+    pub fn purge_retired(&self, grace: Duration, limit: usize) -> Result<usize> {
         let entries = match fs::read_dir(&self.retired) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -247,6 +252,9 @@ impl PlainView {
             .map_or(0, |d| d.as_millis());
         let mut purged = 0;
         for entry in entries {
+            if purged >= limit {
+                break;
+            }
             let entry = entry.map_err(|e| Error::io(&self.retired, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let since: u128 = name

@@ -801,6 +801,13 @@ impl Syncer {
         self.compact_partitions(&keys, Merge::All).await
     }
 
+    /// Deletes up to `limit` of the plain view's retired folders whose grace has passed (the
+    /// daemon, while idle, and vacuum; updates delete only a few each).
+    pub fn tidy_view(&self, limit: usize) -> Result<usize> {
+        self.view
+            .purge_retired(crate::cache::view::RETIRE_GRACE, limit)
+    }
+
     /// One step of the daemon's compaction between passes: merges the small files of up to
     /// [`IDLE_CHUNK`] partitions holding at least half of `cache.compact_files` files (the
     /// most first) in one commit; `None` when no partition is due. Merging early and a chunk
@@ -960,6 +967,7 @@ impl Syncer {
         if !self.loaded {
             self.load().await?;
         }
+        self.tidy_view(usize::MAX)?;
         let Some(state) = self.state.as_mut() else {
             return Ok(VacuumReport::default());
         };
