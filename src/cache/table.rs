@@ -1185,15 +1185,8 @@ impl Table {
         Ok(Some(new))
     }
 
-    /// Writes the rows of one partition as a new data file (not yet part of any version).
-    pub async fn write_file(&self, key: &PartitionKey, data: &PartitionData) -> Result<DataFile> {
-        let (file, bytes) = self.encode_file(key, data)?;
-        self.store_file(&file, bytes).await?;
-        Ok(file)
-    }
-
     /// Encodes one partition's rows as a new data file with a new name: the CPU half of
-    /// [`Table::write_file`], for a blocking thread.
+    /// [`Table::encode_and_write_local`].
     pub fn encode_file(
         &self,
         key: &PartitionKey,
@@ -1233,7 +1226,7 @@ impl Table {
         }
     }
 
-    /// Puts an encoded data file: the I/O half of [`Table::write_file`].
+    /// Puts an encoded data file on an object store (after [`Table::encode_and_write_local`]).
     pub async fn store_file(&self, file: &DataFile, bytes: Bytes) -> Result<()> {
         if !self.log.put_new(&file.path, bytes).await? {
             return Err(taken(&file.path));

@@ -204,6 +204,32 @@ impl SeriesTracker {
         Some((self.symbol.clone(), self.timeframe.clone()))
     }
 
+    /// The row's five values, each decoded by `decode(i)` (column `3 + i`); a value that does
+    /// not decode leaves a zero and flags the row with the first such field and reason.
+    fn row(
+        &self,
+        series: Option<(String, String)>,
+        ts: i64,
+        mut decode: impl FnMut(usize) -> std::result::Result<i128, String>,
+    ) -> ScanRow {
+        let mut values = [0i128; 5];
+        let mut bad = None;
+        for (i, v) in values.iter_mut().enumerate() {
+            match decode(i) {
+                Ok(x) => *v = x,
+                Err(m) => {
+                    bad.get_or_insert_with(|| self.bad_value(ts, VALUE_COLUMNS[i], m));
+                }
+            }
+        }
+        ScanRow {
+            series,
+            ts,
+            values,
+            bad,
+        }
+    }
+
     fn bad_value(&self, ts: i64, column: &str, message: impl std::fmt::Display) -> Box<str> {
         let at = chrono::DateTime::from_timestamp_micros(ts)
             .map_or_else(|| ts.to_string(), |t| crate::model::format_ts(&t));

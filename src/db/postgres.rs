@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, PgPool, Postgres, QueryBuilder, Row, T
 use futures_util::StreamExt;
 
 use super::{BarFilter, OnConflict, SeriesSummary};
-use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker, VALUE_COLUMNS};
+use super::{SLOW_STATEMENT, Scan, ScanStream, SeriesTracker};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
 use crate::feed::{ChangeBatch, ChangedDay, DayChange, FeedPosition};
@@ -443,27 +443,13 @@ pub(super) fn scan(pool: &PgPool, scan: Scan) -> ScanStream<'_> {
         let row = row?;
         let series = tracker.next(row.try_get(0)?, row.try_get(1)?);
         let ts = row.try_get::<DateTime<Utc>, _>(2)?.timestamp_micros();
-        let mut values = [0i128; 5];
-        let mut bad = None;
-        for (i, v) in values.iter_mut().enumerate() {
-            // NaN and values beyond 28 digits do not decode: bad rows, not a failed scan.
-            let decoded = match row.try_get::<Decimal, _>(3 + i) {
+        // NaN and values beyond 28 digits do not decode: bad rows, not a failed scan.
+        Ok(
+            tracker.row(series, ts, |i| match row.try_get::<Decimal, _>(3 + i) {
                 Ok(d) => fixed8_from_decimal(d),
                 Err(e) => Err(format!("not a decimal quiver can hold: {e}")),
-            };
-            match decoded {
-                Ok(x) => *v = x,
-                Err(m) => {
-                    bad.get_or_insert_with(|| tracker.bad_value(ts, VALUE_COLUMNS[i], m));
-                }
-            }
-        }
-        Ok(ScanRow {
-            series,
-            ts,
-            values,
-            bad,
-        })
+            }),
+        )
     }))
 }
 

@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool,
 use futures_util::StreamExt;
 
 use super::{BarFilter, OnConflict, SeriesSummary};
-use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker, VALUE_COLUMNS};
+use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker};
 use crate::error::{Error, Result};
 use crate::feed::{ChangeBatch, ChangedDay, DayChange, FeedPosition};
 use crate::model::{
@@ -472,26 +472,12 @@ pub(super) fn scan_sqlx(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
         let row = row?;
         let series = tracker.next(row.try_get(0)?, row.try_get(1)?);
         let ts: i64 = row.try_get(2)?;
-        let mut values = [0i128; 5];
-        let mut bad = None;
-        for (i, v) in values.iter_mut().enumerate() {
-            let decoded = match row.try_get::<&str, _>(3 + i) {
+        Ok(
+            tracker.row(series, ts, |i| match row.try_get::<&str, _>(3 + i) {
                 Ok(text) => fixed8_from_text(text),
                 Err(e) => Err(format!("not text: {e}")),
-            };
-            match decoded {
-                Ok(x) => *v = x,
-                Err(m) => {
-                    bad.get_or_insert_with(|| tracker.bad_value(ts, VALUE_COLUMNS[i], m));
-                }
-            }
-        }
-        Ok(ScanRow {
-            series,
-            ts,
-            values,
-            bad,
-        })
+            }),
+        )
     }))
 }
 
@@ -603,27 +589,13 @@ fn read_rows(
             };
             let series = tracker.next(symbol, timeframe);
             let ts: i64 = row.get(2)?;
-            let mut values = [0i128; 5];
-            let mut bad = None;
-            for (i, v) in values.iter_mut().enumerate() {
-                let raw = row.get_ref(3 + i)?;
-                let decoded = match raw.as_str() {
+            chunk.push(tracker.row(series, ts, |i| match row.get_ref(3 + i) {
+                Ok(raw) => match raw.as_str() {
                     Ok(s) => fixed8_from_text(s),
                     Err(_) => Err(format!("{raw:?} is not text")),
-                };
-                match decoded {
-                    Ok(x) => *v = x,
-                    Err(m) => {
-                        bad.get_or_insert_with(|| tracker.bad_value(ts, VALUE_COLUMNS[i], m));
-                    }
-                }
-            }
-            chunk.push(ScanRow {
-                series,
-                ts,
-                values,
-                bad,
-            });
+                },
+                Err(e) => Err(e.to_string()),
+            }));
             if chunk.len() == SCAN_CHUNK {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(SCAN_CHUNK));
                 if tx.blocking_send(Ok(full)).is_err() {

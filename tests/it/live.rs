@@ -31,6 +31,21 @@ fn bar_sql(kind: Kind, symbol: &str, micros: i64, price: &str) -> String {
     )
 }
 
+/// A syncer of the test's cache whose compaction threshold is `files`.
+fn syncer_compacting_at(db: &TestDb, files: usize) -> (CacheConfig, Syncer) {
+    let settings = CacheConfig {
+        compact_files: files,
+        ..db.config.cache.clone()
+    };
+    let s = Syncer::new(
+        db.store.clone(),
+        &settings,
+        db.config.database.schema.clone(),
+    )
+    .unwrap();
+    (settings, s)
+}
+
 async fn files_of(db: &TestDb, key: &PartitionKey) -> Vec<String> {
     let state = Cache::new(&db.config.cache.dir)
         .current()
@@ -208,16 +223,7 @@ async fn compaction_merges_small_files_and_changes_no_row(db: TestDb) {
         .insert_bars(&bars, OnConflict::Error)
         .await
         .unwrap();
-    let settings = CacheConfig {
-        compact_files: 4,
-        ..db.config.cache.clone()
-    };
-    let mut s = Syncer::new(
-        db.store.clone(),
-        &settings,
-        db.config.database.schema.clone(),
-    )
-    .unwrap();
+    let (settings, mut s) = syncer_compacting_at(&db, 4);
     s.pass(false).await.unwrap();
     let last = bars.iter().map(|b| b.ts_micros()).max().unwrap();
     let key = PartitionKey::of("SYM002", "1m", last).unwrap();
@@ -285,16 +291,7 @@ async fn idle_compaction_merges_before_the_threshold(db: TestDb) {
         .insert_bars(&bars, OnConflict::Error)
         .await
         .unwrap();
-    let settings = CacheConfig {
-        compact_files: 8,
-        ..db.config.cache.clone()
-    };
-    let mut s = Syncer::new(
-        db.store.clone(),
-        &settings,
-        db.config.database.schema.clone(),
-    )
-    .unwrap();
+    let (_, mut s) = syncer_compacting_at(&db, 8);
     s.pass(false).await.unwrap();
     let last = bars.iter().map(|b| b.ts_micros()).max().unwrap();
     let keys: Vec<PartitionKey> = ["SYM001", "SYM002", "SYM003"]
