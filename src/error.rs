@@ -38,6 +38,20 @@ pub enum Error {
         message: String,
     },
 
+    /// A row of a frame (Arrow data from Python, a Parquet file) is invalid; nothing was
+    /// written.
+    #[error("{origin}: row {row}: {field}: {message}")]
+    Row {
+        /// Where the rows came from (`frame`, or the file).
+        origin: String,
+        /// 0-based row index across the frame's batches.
+        row: u64,
+        /// The column at fault.
+        field: String,
+        /// Why the value was rejected.
+        message: String,
+    },
+
     /// A file could not be understood as a whole (unknown format, unreadable header).
     #[error("{file}: {message}")]
     Format {

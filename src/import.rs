@@ -451,22 +451,27 @@ impl Layout {
                 .ok_or_else(|| (t, format!("{traw:?} is not a time (HH:MM:SS)")))?;
             return localize(date.and_time(time), tz).map_err(|m| (t, m));
         }
-        if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
-            return Ok(t.with_timezone(&Utc));
-        }
-        let naive = [
-            "%Y-%m-%d %H:%M:%S%.f",
-            "%Y-%m-%dT%H:%M:%S%.f",
-            "%Y-%m-%d %H:%M",
-        ]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(raw, f).ok());
-        let naive = match naive {
-            Some(n) => n,
-            None => midnight(parse_date(raw).map_err(|m| (self.date, m))?),
-        };
-        localize(naive, tz).map_err(|m| (self.date, m))
+        parse_timestamp(raw, tz).map_err(|m| (self.date, m))
     }
+}
+
+/// A timestamp written as text: RFC 3339, or a naive date-time or date in `tz`.
+pub(crate) fn parse_timestamp(raw: &str, tz: &Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(raw, f).ok());
+    let naive = match naive {
+        Some(n) => n,
+        None => midnight(parse_date(raw)?),
+    };
+    localize(naive, tz)
 }
 
 fn parse_date(raw: &str) -> Result<NaiveDate, String> {

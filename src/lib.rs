@@ -10,7 +10,8 @@
 //! - [`model`]: symbols, timeframes, bars, exact decimals and timestamps, with validation.
 //! - [`db`]: the SQL store: migrations, bulk writes with conflict policies, deletes, reads and
 //!   the change log that the sync daemon consumes.
-//! - [`import`]: Yahoo, backtrader, Binance and CSV files, all-or-nothing.
+//! - [`import`]: Yahoo, backtrader, Binance and CSV files, all-or-nothing; [`frame`]: bars
+//!   from Arrow data of other tools (Python frames), with the same checks.
 //! - [`generate`]: deterministic synthetic bars for benchmarks and tests.
 //! - [`feed`]: the change feed's types: changed days and positions.
 //! - [`delta`]: the Delta Lake log: actions, create-only commits, checkpoints.
@@ -45,6 +46,7 @@ pub mod delta;
 pub mod error;
 mod failpoint;
 pub mod feed;
+pub mod frame;
 pub mod functions;
 pub mod generate;
 pub mod import;
