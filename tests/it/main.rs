@@ -10,6 +10,7 @@ mod delta;
 mod feed;
 mod import;
 mod live;
+mod pypkg;
 mod read;
 mod shell;
 mod store;
