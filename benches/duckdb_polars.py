@@ -45,6 +45,46 @@ def ensure_tools():
     os.execve(python, [python, *sys.argv], env)
 
 
+COLUMNS = ["symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"]
+
+
+def duckdb_w1(con, scan, start):
+    """W1 in DuckDB: two statements on the Hive glob, into Arrow tables."""
+
+    def run():
+        a = con.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM {scan} "
+            "WHERE tf = '1m' AND sym = 'SYM007' AND symbol = 'SYM007' AND ts < ? "
+            "ORDER BY ts DESC LIMIT 200",
+            [start],
+        ).to_arrow_table()
+        b = con.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM {scan} "
+            "WHERE tf = '1m' AND sym = 'SYM007' AND symbol = 'SYM007' AND ts >= ? "
+            "ORDER BY ts LIMIT 1000",
+            [start],
+        ).to_arrow_table()
+        assert a.num_rows + b.num_rows == 1200
+        return a, b
+
+    return run
+
+
+def polars_w1_of(lazy, start):
+    """W1 in Polars: two lazy queries on `scan_parquet` of the Hive glob."""
+    import polars as pl
+
+    one = (pl.col("tf") == "1m") & (pl.col("sym") == "SYM007") & (pl.col("symbol") == "SYM007")
+
+    def run():
+        a = lazy.filter(one & (pl.col("ts") < start)).select(COLUMNS).sort("ts", descending=True).head(200).collect()
+        b = lazy.filter(one & (pl.col("ts") >= start)).select(COLUMNS).sort("ts").head(1000).collect()
+        assert a.height + b.height == 1200
+        return a, b
+
+    return run
+
+
 def median_ms(fn, runs):
     fn()
     times = []
@@ -77,21 +117,7 @@ def main():
     con.execute("SET TimeZone = 'UTC'")
     scan = f"read_parquet('{glob}', hive_partitioning = true)"
 
-    def duck_w1():
-        a = con.execute(
-            f"SELECT symbol, timeframe, ts, open, high, low, close, volume FROM {scan} "
-            "WHERE tf = '1m' AND sym = 'SYM007' AND symbol = 'SYM007' AND ts < ? "
-            "ORDER BY ts DESC LIMIT 200",
-            [start],
-        ).to_arrow_table()
-        b = con.execute(
-            f"SELECT symbol, timeframe, ts, open, high, low, close, volume FROM {scan} "
-            "WHERE tf = '1m' AND sym = 'SYM007' AND symbol = 'SYM007' AND ts >= ? "
-            "ORDER BY ts LIMIT 1000",
-            [start],
-        ).to_arrow_table()
-        assert a.num_rows + b.num_rows == 1200
-        return a, b
+    duck_w1 = duckdb_w1(con, scan, start)
 
     def duck_w2():
         t = con.execute(
@@ -110,14 +136,10 @@ def main():
         return t.num_rows
 
     lazy = pl.scan_parquet(glob, hive_partitioning=True)
-    cols = ["symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"]
+    cols = COLUMNS
     one = (pl.col("tf") == "1m") & (pl.col("sym") == "SYM007") & (pl.col("symbol") == "SYM007")
 
-    def polars_w1():
-        a = lazy.filter(one & (pl.col("ts") < start)).select(cols).sort("ts", descending=True).head(200).collect()
-        b = lazy.filter(one & (pl.col("ts") >= start)).select(cols).sort("ts").head(1000).collect()
-        assert a.height + b.height == 1200
-        return a, b
+    polars_w1 = polars_w1_of(lazy, start)
 
     def polars_w2():
         return lazy.filter(one).select(cols).sort("ts").collect().height
