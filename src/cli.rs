@@ -11,12 +11,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cache::{AsOf, Cache};
 use crate::config::Config;
+use crate::copy::{compare, copy_table};
 use crate::daemon;
 use crate::db::{BarFilter, OnConflict, Store};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, generate_into};
 use crate::import::{Format, ImportOptions, import_files};
-use crate::model::{Symbol, Timeframe, parse_time_arg};
+use crate::model::{EpochUnit, Symbol, Timeframe, parse_time_arg};
 use crate::output::{self, BarsFormat, SqlFormat};
 use crate::quickstart;
 use crate::read::{BarsRequest, Reader};
@@ -64,6 +65,9 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Write deterministic synthetic bars.
     Generate(GenerateArgs),
+    /// Copy market_data into another database (migrated first) in one transaction, then
+    /// compare both sides series by series; exit 1 on a difference.
+    Copy(CopyArgs),
     /// Bring the Parquet cache up to date: one pass, or the daemon with --watch.
     Sync {
         /// Keep running, syncing on every change (stop with Ctrl-C or SIGTERM).
@@ -214,9 +218,67 @@ pub struct ImportArgs {
     /// Time zone of naive timestamps, e.g. America/New_York.
     #[arg(long, default_value = "UTC", value_parser = parse_tz)]
     pub tz: Tz,
+    /// Unit of integer (epoch) timestamps such as `window_start`; auto tells it by their size.
+    #[arg(long, value_enum, default_value_t = EpochArg::Auto)]
+    pub epoch_unit: EpochArg,
+    /// Accept binary float prices and volumes in Parquet files, rounded to 8 decimals (a float
+    /// is not a decimal: without this flag such a file is refused).
+    #[arg(long)]
+    pub round_floats: bool,
     /// What to do when a bar already exists.
     #[arg(long, value_enum, default_value_t = OnConflict::Error)]
     pub on_conflict: OnConflict,
+}
+
+/// `--epoch-unit`
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EpochArg {
+    /// Below 10^11 seconds, below 10^14 milliseconds, below 10^17 microseconds, else nanoseconds.
+    Auto,
+    /// Seconds.
+    S,
+    /// Milliseconds.
+    Ms,
+    /// Microseconds.
+    Us,
+    /// Nanoseconds.
+    Ns,
+}
+
+impl From<EpochArg> for EpochUnit {
+    fn from(a: EpochArg) -> EpochUnit {
+        match a {
+            EpochArg::Auto => EpochUnit::Auto,
+            EpochArg::S => EpochUnit::Seconds,
+            EpochArg::Ms => EpochUnit::Millis,
+            EpochArg::Us => EpochUnit::Micros,
+            EpochArg::Ns => EpochUnit::Nanos,
+        }
+    }
+}
+
+/// `quiver copy`
+#[derive(Args)]
+pub struct CopyArgs {
+    /// The database to copy into: sqlite://path or postgres://user@host:port/db.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// PostgreSQL only: the target's schema (created by its migration).
+    #[arg(long, value_name = "SCHEMA")]
+    pub to_schema: Option<String>,
+    /// What to do with bars the target already holds.
+    #[arg(long, value_enum, default_value_t = OnConflict::Error)]
+    pub on_conflict: OnConflict,
+}
+
+impl std::fmt::Debug for CopyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyArgs")
+            .field("to", &crate::config::redact_url(&self.to))
+            .field("to_schema", &self.to_schema)
+            .field("on_conflict", &self.on_conflict)
+            .finish()
+    }
 }
 
 /// `quiver delete`
@@ -355,6 +417,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 timeframe: args.timeframe,
                 format: args.format,
                 tz: args.tz,
+                epoch: args.epoch_unit.into(),
+                floats: args.round_floats,
                 on_conflict: args.on_conflict,
             };
             let report = import_files(&store()?, &args.files, &options).await?;
@@ -475,6 +539,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             w(out, output::bars(&bars, format)?)?;
         }
         Command::Sql(args) => return run_sql(&config, &args, out).await,
+        Command::Copy(args) => return run_copy(&store()?, &config, &args, out).await,
         Command::Compact => {
             let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?;
             let report = syncer.compact().await?;
@@ -530,6 +595,72 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// `quiver copy`: the copy, then the comparison; 1 when a series differs.
+async fn run_copy(
+    source: &Store,
+    config: &Config,
+    args: &CopyArgs,
+    out: &mut dyn Write,
+) -> Result<u8> {
+    let started = Instant::now();
+    let target = Store::connect(&crate::config::DatabaseConfig {
+        url: args.to.clone(),
+        schema: args.to_schema.clone(),
+        max_connections: config.database.max_connections,
+    })
+    .await?;
+    let report = copy_table(source, &target, args.on_conflict).await?;
+    let w = |out: &mut dyn Write, text: String| {
+        writeln!(out, "{text}").map_err(|e| Error::io("<stdout>", e))
+    };
+    w(
+        out,
+        format!(
+            "copied {} bars to {}: {} written, {} unchanged, in {:.2?}",
+            report.read,
+            target.redacted_url(),
+            report.write.written,
+            report.write.unchanged(),
+            started.elapsed()
+        ),
+    )?;
+    let comparison = compare(source, &target).await?;
+    for d in &comparison.differences {
+        w(
+            out,
+            format!(
+                "differs: {} {} (source {} rows, checksum {:016x}; target {} rows, checksum {:016x})",
+                d.symbol,
+                d.timeframe,
+                d.source.rows,
+                d.source.checksum,
+                d.target.rows,
+                d.target.checksum
+            ),
+        )?;
+    }
+    if comparison.differences.is_empty() {
+        w(
+            out,
+            format!(
+                "both sides equal: {} series, {} rows (counts and checksums)",
+                comparison.series, comparison.rows
+            ),
+        )?;
+        Ok(0)
+    } else {
+        w(
+            out,
+            format!(
+                "{} of {} series differ",
+                comparison.differences.len(),
+                comparison.series
+            ),
+        )?;
+        Ok(1)
+    }
 }
 
 /// `quiver sql`: the scripts of -c and -f in order, else stdin when it is not a terminal,

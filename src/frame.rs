@@ -23,8 +23,9 @@ use datafusion::arrow::datatypes::{
 use rust_decimal::Decimal;
 
 use crate::error::{Error, Result};
-use crate::import::parse_timestamp;
-use crate::model::{Bar, MAX_SCALE, Symbol, Timeframe, localize, parse_decimal};
+use crate::model::{
+    Bar, EpochUnit, MAX_SCALE, Symbol, Timeframe, localize, parse_decimal, parse_timestamp,
+};
 
 /// How to read a frame.
 #[derive(Clone, Debug)]
@@ -38,6 +39,8 @@ pub struct FrameOptions {
     pub floats: bool,
     /// Zone of timestamps without one (naive datetimes, text without an offset).
     pub tz: Tz,
+    /// Unit of integer timestamp columns (epoch times).
+    pub epoch: EpochUnit,
 }
 
 impl Default for FrameOptions {
@@ -47,6 +50,7 @@ impl Default for FrameOptions {
             timeframe: None,
             floats: false,
             tz: Tz::UTC,
+            epoch: EpochUnit::Auto,
         }
     }
 }
@@ -54,7 +58,15 @@ impl Default for FrameOptions {
 /// Column names each field of a bar is found under (compared case-insensitively).
 const SYMBOL: &[&str] = &["symbol", "ticker"];
 const TIMEFRAME: &[&str] = &["timeframe", "interval"];
-const TS: &[&str] = &["ts", "timestamp", "datetime", "date", "time"];
+const TS: &[&str] = &[
+    "ts",
+    "timestamp",
+    "datetime",
+    "window_start",
+    "open_time",
+    "date",
+    "time",
+];
 const PRICES: [&str; 5] = ["open", "high", "low", "close", "volume"];
 
 /// Turns record batches into validated bars, row after row across batches.
@@ -234,7 +246,7 @@ impl FrameReader {
     }
 
     /// A timestamp column as UTC instants: Arrow timestamps of any unit (naive ones in the
-    /// configured zone), dates (midnight), or text.
+    /// configured zone), dates (midnight), epoch integers, or text.
     fn timestamps(&self, a: &ArrayRef, field: &str, first: u64) -> Result<Vec<DateTime<Utc>>> {
         let n = a.len();
         let null = |r: usize| {
@@ -314,6 +326,20 @@ impl FrameReader {
                     });
                 }
             }
+            DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64 => {
+                let n64 = cast(a, &DataType::Int64)
+                    .map_err(|e| self.whole(format!("column {field}: {e}")))?;
+                let n64 = n64.as_primitive::<Int64Type>();
+                for r in 0..n {
+                    null(r)?;
+                    out.push(
+                        self.options
+                            .epoch
+                            .instant(n64.value(r))
+                            .map_err(|m| self.fail(first + r as u64, field, m))?,
+                    );
+                }
+            }
             DataType::Utf8
             | DataType::LargeUtf8
             | DataType::Utf8View
@@ -331,7 +357,7 @@ impl FrameReader {
             }
             other => {
                 return Err(self.whole(format!(
-                    "column {field} is {other}; timestamps must be an Arrow timestamp, a date or text"
+                    "column {field} is {other}; timestamps must be an Arrow timestamp, a date, an epoch integer or text"
                 )));
             }
         }

@@ -1,19 +1,24 @@
-//! Importing bar files: Yahoo, backtrader, Binance klines and quiver's own CSV, with format
-//! sniffing, time-zone handling and exact validation.
+//! Importing bar files: Yahoo, backtrader, Binance klines, CSV with a header (one symbol, or a
+//! whole market with a `symbol`/`ticker` column) and Parquet, plain or gzip/zstd-compressed,
+//! with format sniffing, time-zone and epoch handling and exact validation.
 //!
 //! Every file is parsed and checked completely before anything is written, and all files of one
 //! import go through a single [`crate::db::BarWriter`], so an import is all-or-nothing: the first
 //! bad row stops it with its file, line, field and reason, and the database is untouched.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 
 use crate::db::{OnConflict, Store, WriteReport};
 use crate::error::{Error, Result};
-use crate::model::{Bar, Symbol, Timeframe, localize, midnight, parse_decimal};
+use crate::frame::{FrameOptions, FrameReader};
+use crate::model::{
+    Bar, EpochUnit, Symbol, Timeframe, localize, parse_date, parse_decimal, parse_timestamp,
+};
 use crate::progress;
 
 /// The layout of an input file.
@@ -28,9 +33,14 @@ pub enum Format {
     Backtrader,
     /// Binance kline rows without header: open time in epoch ms (or µs), OHLCV, ...
     Binance,
-    /// A header naming `symbol,timeframe,ts,open,high,low,close,volume` (symbol and timeframe
-    /// may come from the command line instead).
+    /// A header naming the time (`ts`, `timestamp`, `datetime`, `window_start`, `date` with an
+    /// optional `time`, or `time`), `open,high,low,close,volume` and optionally `symbol` (or
+    /// `ticker`) and `timeframe` (or `interval`), in any order and case; other columns are
+    /// ignored. Symbol and timeframe may come from the command line instead.
     Csv,
+    /// A Parquet file with the same columns (decimal, integer or decimal-text prices; Arrow
+    /// timestamps, dates, text or epoch integers).
+    Parquet,
 }
 
 impl Format {
@@ -42,6 +52,7 @@ impl Format {
             Format::Backtrader => "backtrader",
             Format::Binance => "binance",
             Format::Csv => "csv",
+            Format::Parquet => "parquet",
         }
     }
 }
@@ -57,6 +68,10 @@ pub struct ImportOptions {
     pub format: Format,
     /// Zone of naive timestamps.
     pub tz: Tz,
+    /// Unit of integer (epoch) timestamps.
+    pub epoch: EpochUnit,
+    /// Accept binary float prices in Parquet files, rounded to 8 decimals.
+    pub floats: bool,
     /// What to do with bars already stored.
     pub on_conflict: OnConflict,
 }
@@ -68,6 +83,8 @@ impl Default for ImportOptions {
             timeframe: None,
             format: Format::Auto,
             tz: Tz::UTC,
+            epoch: EpochUnit::Auto,
+            floats: false,
             on_conflict: OnConflict::Error,
         }
     }
@@ -102,19 +119,18 @@ pub async fn import_files(
     paths: &[PathBuf],
     options: &ImportOptions,
 ) -> Result<ImportReport> {
-    let mut seen = HashMap::new();
-    let mut bars = Vec::new();
+    let mut parsed = Parsed::default();
     let mut files = Vec::new();
     for path in paths {
-        let before = bars.len();
-        let format = read_file(path, options, &mut bars, &mut seen)?;
+        let before = parsed.bars.len();
+        let format = read_file(path, options, &mut parsed)?;
         files.push(FileReport {
             path: path.clone(),
             format,
-            bars: bars.len() - before,
+            bars: parsed.bars.len() - before,
         });
     }
-    let write = write_bars(store, &bars, options.on_conflict).await?;
+    let write = write_bars(store, &parsed.bars, options.on_conflict).await?;
     Ok(ImportReport { files, write })
 }
 
@@ -131,36 +147,154 @@ pub async fn write_bars(store: &Store, bars: &[Bar], policy: OnConflict) -> Resu
     Ok(write)
 }
 
-/// Where a bar came from, for duplicate reports.
-type Origin = (PathBuf, u64);
+/// The bars read from the files of one import, with what catches a bar given twice across
+/// all of them.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// The bars, file after file, each in its file's order.
+    pub bars: Vec<Bar>,
+    /// Each file read, and whether its positions are lines (text) or row indexes (Parquet).
+    sources: Vec<(PathBuf, bool)>,
+    /// Where each bar was first given: its source and line (or row).
+    seen: HashMap<(Symbol, Timeframe, i64), (usize, u64)>,
+}
 
-/// Parses one file into `out`, checking every row; `seen` spans all files of the import so a
-/// bar given twice is caught across files too. Returns the format used.
-pub fn read_file(
-    path: &Path,
-    options: &ImportOptions,
-    out: &mut Vec<Bar>,
-    seen: &mut HashMap<(Symbol, Timeframe, i64), Origin>,
-) -> Result<Format> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+impl Parsed {
+    fn source(&mut self, path: &Path, lines: bool) -> usize {
+        self.sources.push((path.to_path_buf(), lines));
+        self.sources.len() - 1
+    }
+
+    /// Keeps `bar` found at `at` of `source`, or says where it was given first.
+    fn add(&mut self, bar: Bar, source: usize, at: u64) -> Result<(), String> {
+        let key = (bar.symbol.clone(), bar.timeframe, bar.ts_micros());
+        if let Some(&(first, first_at)) = self.seen.get(&key) {
+            let (path, lines) = &self.sources[first];
+            let place = if *lines {
+                format!("{}:{first_at}", path.display())
+            } else {
+                format!("{} row {first_at}", path.display())
+            };
+            return Err(format!(
+                "duplicate bar {} {} {} (first at {place})",
+                bar.symbol,
+                bar.timeframe,
+                crate::model::format_ts(&bar.ts),
+            ));
+        }
+        self.seen.insert(key, (source, at));
+        self.bars.push(bar);
+        Ok(())
+    }
+}
+
+/// Parses one file into `parsed`, checking every row. A gzip or zstd file (told by its first
+/// bytes) is decompressed first, so lines are those of the text inside. Returns the format used.
+pub fn read_file(path: &Path, options: &ImportOptions, parsed: &mut Parsed) -> Result<Format> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = decompress(path, raw)?;
+    let parquet = match options.format {
+        Format::Parquet => true,
+        Format::Auto => bytes.starts_with(b"PAR1"),
+        _ => false,
+    };
+    if parquet {
+        read_parquet(path, bytes, options, parsed)?;
+        return Ok(Format::Parquet);
+    }
     let text = String::from_utf8(bytes).map_err(|e| Error::Format {
         file: path.into(),
         message: format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
     })?;
-    read_text(path, &text, options, out, seen)
+    read_text(path, &text, options, parsed)
 }
 
-/// Parses the text of a file named `path` (used in messages) into `out`; see [`read_file`].
+/// The bytes of a file, decompressed when they start with a gzip or zstd header.
+fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
+    let kind = if raw.starts_with(&[0x1f, 0x8b]) {
+        "gzip"
+    } else if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        "zstd"
+    } else {
+        return Ok(raw);
+    };
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
+    let read = if kind == "gzip" {
+        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out)
+    } else {
+        zstd::stream::read::Decoder::new(&raw[..]).and_then(|mut d| d.read_to_end(&mut out))
+    };
+    read.map_err(|e| Error::Format {
+        file: path.into(),
+        message: format!("{kind}: {e}"),
+    })?;
+    Ok(out)
+}
+
+/// Reads a Parquet file's bars through [`FrameReader`] (errors name the 0-based row).
+fn read_parquet(
+    path: &Path,
+    bytes: Vec<u8>,
+    options: &ImportOptions,
+    parsed: &mut Parsed,
+) -> Result<()> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let origin = path.display().to_string();
+    let whole = |message: String| Error::Format {
+        file: path.into(),
+        message,
+    };
+    if !bytes.starts_with(b"PAR1") {
+        return Err(whole("not a Parquet file (no PAR1 header)".into()));
+    }
+    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .and_then(|b| b.with_batch_size(64 * 1024).build())
+        .map_err(|e| whole(format!("not a readable Parquet file: {e}")))?;
+    let mut frame = FrameReader::new(
+        origin.clone(),
+        FrameOptions {
+            symbol: options.symbol.clone(),
+            timeframe: options.timeframe,
+            floats: options.floats,
+            tz: options.tz,
+            epoch: options.epoch,
+        },
+    );
+    let source = parsed.source(path, false);
+    let mut bars = Vec::new();
+    for batch in batches {
+        let batch = batch.map_err(|e| whole(format!("cannot read: {e}")))?;
+        let first = frame.rows();
+        frame.push(&batch, &mut bars)?;
+        for (k, bar) in bars.drain(..).enumerate() {
+            let row = first + k as u64;
+            parsed.add(bar, source, row).map_err(|message| Error::Row {
+                origin: origin.clone(),
+                row,
+                field: "ts".into(),
+                message,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Parses the text of a file named `path` (used in messages) into `parsed`; see [`read_file`].
 pub fn read_text(
     path: &Path,
     text: &str,
     options: &ImportOptions,
-    out: &mut Vec<Bar>,
-    seen: &mut HashMap<(Symbol, Timeframe, i64), Origin>,
+    parsed: &mut Parsed,
 ) -> Result<Format> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let first_line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let format = match options.format {
+        Format::Parquet => {
+            return Err(Error::Format {
+                file: path.into(),
+                message: "not a Parquet file (no PAR1 header)".into(),
+            });
+        }
         Format::Auto => sniff(first_line).ok_or_else(|| Error::Format {
             file: path.into(),
             message: format!(
@@ -193,9 +327,16 @@ pub fn read_text(
         field: field.into(),
         message,
     };
+    let source = parsed.source(path, true);
+    let shown = progress::bytes(text.len() as u64, "parsing");
+    // Files of a whole market repeat each symbol on many lines: parse each spelling once.
+    let mut last_symbol: Option<(String, Symbol)> = None;
     for record in records {
         let record = record.map_err(|e| csv_error(path, &e))?;
-        let line = record.position().map_or(0, |p| p.line());
+        let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
+        if line % 65_536 == 0 {
+            shown.set_position(byte);
+        }
         if format == Format::Binance && line == 1 && !record.get(0).is_some_and(is_integer) {
             continue; // some Binance exports carry a header row
         }
@@ -216,7 +357,15 @@ pub fn read_text(
         }
         let get = |i: usize| record.get(i).unwrap_or("");
         let symbol = match (layout.symbol, &options.symbol) {
-            (Some(i), _) => Symbol::parse(get(i)).map_err(|m| fail(line, &layout.names[i], m))?,
+            (Some(i), _) => match &last_symbol {
+                Some((raw, symbol)) if raw == get(i) => symbol.clone(),
+                _ => {
+                    let symbol =
+                        Symbol::parse(get(i)).map_err(|m| fail(line, &layout.names[i], m))?;
+                    last_symbol = Some((get(i).to_string(), symbol.clone()));
+                    symbol
+                }
+            },
             (None, Some(s)) => s.clone(),
             (None, None) => {
                 return Err(Error::invalid(format!(
@@ -238,7 +387,7 @@ pub fn read_text(
             }
         };
         let ts = layout
-            .timestamp(&record, &options.tz)
+            .timestamp(&record, &options.tz, options.epoch)
             .map_err(|(i, m)| fail(line, &layout.names[i], m))?;
         let dec = |i: usize| parse_decimal(get(i)).map_err(|m| fail(line, &layout.names[i], m));
         let bar = Bar {
@@ -259,24 +408,11 @@ pub fn read_text(
             };
             return Err(fail(line, &layout.names[column], v.message));
         }
-        let key = (bar.symbol.clone(), bar.timeframe, bar.ts_micros());
-        if let Some((first_file, first_line)) = seen.get(&key) {
-            return Err(fail(
-                line,
-                &layout.names[layout.ts_column()],
-                format!(
-                    "duplicate bar {} {} {} (first at {}:{})",
-                    bar.symbol,
-                    bar.timeframe,
-                    crate::model::format_ts(&bar.ts),
-                    first_file.display(),
-                    first_line
-                ),
-            ));
-        }
-        seen.insert(key, (path.to_path_buf(), line));
-        out.push(bar);
+        parsed
+            .add(bar, source, line)
+            .map_err(|m| fail(line, &layout.names[layout.ts_column()], m))?;
     }
+    shown.finish_and_clear();
     Ok(format)
 }
 
@@ -306,9 +442,19 @@ pub fn sniff(first_line: &str) -> Option<Format> {
         .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
         .collect();
     let has = |name: &str| cols.iter().any(|c| c == name);
+    let any = |names: &[&str]| names.iter().any(|n| has(n));
     if cols.first().is_some_and(|c| is_integer(c) && c.len() >= 10) && cols.len() >= 6 {
         Some(Format::Binance)
-    } else if has("ts") && has("open") && has("close") {
+    } else if any(&[
+        "ts",
+        "timestamp",
+        "datetime",
+        "window_start",
+        "symbol",
+        "ticker",
+    ]) && has("open")
+        && has("close")
+    {
         Some(Format::Csv)
     } else if has("adj close") {
         Some(Format::Yahoo)
@@ -330,9 +476,11 @@ struct Layout {
     fields: usize,
     symbol: Option<usize>,
     timeframe: Option<usize>,
-    /// The timestamp: a date (+ optional time) column, an RFC 3339/naive `ts`, or epoch ms.
+    /// The timestamp: a date (+ optional time) column, or one column of RFC 3339 or naive text
+    /// or epoch integers.
     date: usize,
     time: Option<usize>,
+    /// Every timestamp is an epoch integer (Binance), not only those that look like one.
     epoch: bool,
     open: usize,
     high: usize,
@@ -376,15 +524,34 @@ impl Layout {
     fn from_header(format: Format, header: &csv::StringRecord) -> Result<Self, String> {
         let names: Vec<String> = header.iter().map(|s| s.to_string()).collect();
         let find = |want: &str| names.iter().position(|n| n.eq_ignore_ascii_case(want));
+        let find_any = |wants: &[&str]| wants.iter().find_map(|w| find(w));
         let need = |want: &str| {
             find(want).ok_or_else(|| format!("{format:?} header {names:?} has no {want:?} column"))
         };
         let (date, time) = match format {
-            Format::Csv => (need("ts")?, None),
+            Format::Csv => match (
+                find_any(&["ts", "timestamp", "datetime", "window_start", "open_time"]),
+                find("date"),
+            ) {
+                (Some(ts), _) => (ts, None),
+                (None, Some(date)) => (date, find("time")),
+                (None, None) => (
+                    find("time").ok_or_else(|| {
+                        format!(
+                            "csv header {names:?} has no time column (ts, timestamp, datetime, \
+                             window_start, date or time)"
+                        )
+                    })?,
+                    None,
+                ),
+            },
             _ => (need("date")?, find("time")),
         };
         let (symbol, timeframe) = match format {
-            Format::Csv => (find("symbol"), find("timeframe")),
+            Format::Csv => (
+                find_any(&["symbol", "ticker"]),
+                find_any(&["timeframe", "interval"]),
+            ),
             _ => (None, None),
         };
         Ok(Layout {
@@ -427,20 +594,26 @@ impl Layout {
     }
 
     /// The row's timestamp, or the offending column and why.
-    fn timestamp(&self, r: &csv::StringRecord, tz: &Tz) -> Result<DateTime<Utc>, (usize, String)> {
+    fn timestamp(
+        &self,
+        r: &csv::StringRecord,
+        tz: &Tz,
+        unit: EpochUnit,
+    ) -> Result<DateTime<Utc>, (usize, String)> {
         let raw = r.get(self.date).unwrap_or("");
-        if self.epoch {
+        // An integer is an epoch time when the layout says so, a unit was given, or it has the
+        // nine or more digits of one (eight are a YYYYMMDD date). Binance switched spot dumps
+        // from milliseconds to microseconds in 2025; the automatic unit tells them apart.
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        if self.epoch
+            || (self.time.is_none()
+                && is_integer(digits)
+                && (digits.len() >= 9 || unit != EpochUnit::Auto))
+        {
             let n: i64 = raw
                 .parse()
                 .map_err(|_| (self.date, format!("{raw:?} is not an epoch time")))?;
-            // Binance switched spot dumps from milliseconds to microseconds in 2025.
-            let micros = if n.abs() >= 100_000_000_000_000 {
-                n
-            } else {
-                n.saturating_mul(1000)
-            };
-            return DateTime::from_timestamp_micros(micros)
-                .ok_or_else(|| (self.date, format!("{raw:?} is out of range")));
+            return unit.instant(n).map_err(|m| (self.date, m));
         }
         if let Some(t) = self.time {
             let date = parse_date(raw).map_err(|m| (self.date, m))?;
@@ -453,32 +626,6 @@ impl Layout {
         }
         parse_timestamp(raw, tz).map_err(|m| (self.date, m))
     }
-}
-
-/// A timestamp written as text: RFC 3339, or a naive date-time or date in `tz`.
-pub(crate) fn parse_timestamp(raw: &str, tz: &Tz) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let naive = [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-    ]
-    .iter()
-    .find_map(|f| NaiveDateTime::parse_from_str(raw, f).ok());
-    let naive = match naive {
-        Some(n) => n,
-        None => midnight(parse_date(raw)?),
-    };
-    localize(naive, tz)
-}
-
-fn parse_date(raw: &str) -> Result<NaiveDate, String> {
-    ["%Y-%m-%d", "%Y%m%d", "%Y/%m/%d"]
-        .iter()
-        .find_map(|f| NaiveDate::parse_from_str(raw, f).ok())
-        .ok_or_else(|| format!("{raw:?} is not a date (YYYY-MM-DD)"))
 }
 
 #[cfg(test)]

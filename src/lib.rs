@@ -40,6 +40,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod copy;
 pub mod daemon;
 pub mod db;
 pub mod delta;

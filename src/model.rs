@@ -401,6 +401,80 @@ pub fn midnight(date: NaiveDate) -> NaiveDateTime {
     date.and_time(NaiveTime::MIN)
 }
 
+/// A timestamp written as text: RFC 3339, or a naive date-time or date in `tz`.
+pub fn parse_timestamp(raw: &str, tz: &chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let naive = [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(raw, f).ok());
+    let naive = match naive {
+        Some(n) => n,
+        None => midnight(parse_date(raw)?),
+    };
+    localize(naive, tz)
+}
+
+/// A date written as `YYYY-MM-DD`, `YYYYMMDD` or `YYYY/MM/DD`.
+pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
+    ["%Y-%m-%d", "%Y%m%d", "%Y/%m/%d"]
+        .iter()
+        .find_map(|f| NaiveDate::parse_from_str(raw, f).ok())
+        .ok_or_else(|| format!("{raw:?} is not a date (YYYY-MM-DD)"))
+}
+
+/// The unit of an integer timestamp (seconds, milliseconds, microseconds or nanoseconds since
+/// 1970-01-01 UTC).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EpochUnit {
+    /// Told by the size of each value: below 10^11 seconds, below 10^14 milliseconds, below
+    /// 10^17 microseconds, else nanoseconds (each range covers 1973 to 5138).
+    #[default]
+    Auto,
+    /// Seconds.
+    Seconds,
+    /// Milliseconds.
+    Millis,
+    /// Microseconds.
+    Micros,
+    /// Nanoseconds (whole microseconds only: the cache keeps microseconds).
+    Nanos,
+}
+
+impl EpochUnit {
+    /// The instant `n` units after the epoch.
+    pub fn instant(self, n: i64) -> Result<DateTime<Utc>, String> {
+        let unit = match self {
+            EpochUnit::Auto => match n.unsigned_abs() {
+                m if m < 100_000_000_000 => EpochUnit::Seconds,
+                m if m < 100_000_000_000_000 => EpochUnit::Millis,
+                m if m < 100_000_000_000_000_000 => EpochUnit::Micros,
+                _ => EpochUnit::Nanos,
+            },
+            unit => unit,
+        };
+        let micros = match unit {
+            EpochUnit::Seconds => n.checked_mul(1_000_000),
+            EpochUnit::Millis => n.checked_mul(1_000),
+            EpochUnit::Nanos if n % 1_000 != 0 => {
+                return Err(format!(
+                    "{n} has nanoseconds (epoch ns); the cache keeps microseconds"
+                ));
+            }
+            EpochUnit::Nanos => Some(n / 1_000),
+            _ => Some(n),
+        };
+        micros
+            .and_then(DateTime::from_timestamp_micros)
+            .ok_or_else(|| format!("{n} is out of range as an epoch time"))
+    }
+}
+
 /// Formats a timestamp as RFC 3339 UTC with `Z`, showing fractional seconds only when present.
 pub fn format_ts(ts: &DateTime<Utc>) -> String {
     ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)

@@ -1,7 +1,6 @@
 //! `quiver quickstart`: the whole product end to end on the configured (by default embedded)
 //! database, with real market data bundled into the binary so it works from any directory.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -11,7 +10,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::db::{OnConflict, Store};
 use crate::error::{Error, Result};
-use crate::import::{Format, ImportOptions, read_text, write_bars};
+use crate::import::{Format, ImportOptions, Parsed, read_text, write_bars};
 use crate::model::parse_time_arg;
 use crate::model::{Symbol, Timeframe};
 use crate::output::{self, BarsFormat};
@@ -71,8 +70,7 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
         store.applied_migrations().await?.len()
     )
     .map_err(io)?;
-    let mut bars = Vec::new();
-    let mut seen = HashMap::new();
+    let mut parsed = Parsed::default();
     for sample in SAMPLES {
         let options = ImportOptions {
             symbol: Some(Symbol::parse(sample.symbol).map_err(Error::InvalidArgument)?),
@@ -80,23 +78,24 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
             format: Format::Auto,
             tz: sample.tz,
             on_conflict: OnConflict::Skip,
+            ..ImportOptions::default()
         };
         let path = Path::new("data/samples").join(sample.file);
-        let before = bars.len();
-        let format = read_text(&path, sample.text, &options, &mut bars, &mut seen)?;
+        let before = parsed.bars.len();
+        let format = read_text(&path, sample.text, &options, &mut parsed)?;
         writeln!(
             out,
             "read {} ({}, tz {}): {} bars of {} {}",
             path.display(),
             format.name(),
             sample.tz,
-            bars.len() - before,
+            parsed.bars.len() - before,
             sample.symbol,
             sample.timeframe
         )
         .map_err(io)?;
     }
-    let report = write_bars(store, &bars, OnConflict::Skip).await?;
+    let report = write_bars(store, &parsed.bars, OnConflict::Skip).await?;
     writeln!(
         out,
         "imported {} new bars ({} already present)",

@@ -711,6 +711,7 @@ impl Store {
             tz: tz
                 .parse()
                 .map_err(|_| input_error(format!("unknown time zone {tz:?}")))?,
+            ..FrameOptions::default()
         };
         let frame: AnyRecordBatch = frame.extract().map_err(|_| {
             PyTypeError::new_err(format!(

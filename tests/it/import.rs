@@ -1,6 +1,8 @@
 //! Importing real files and refusing bad ones, on both backends.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
 
 use chrono_tz::Tz;
 use quiver::db::BarFilter;
@@ -32,6 +34,8 @@ both!(
     bad_rows_stop_the_import_and_write_nothing,
     binance_and_csv_formats,
     reimport_with_each_policy,
+    whole_market_compressed_files,
+    parquet_files,
 );
 
 async fn every_bundled_sample_imports_exactly(db: TestDb) {
@@ -352,4 +356,378 @@ async fn reimport_with_each_policy(db: TestDb) {
         "identical bars are not rewritten"
     );
     assert_eq!(db.count().await as u64, n);
+}
+
+/// Compresses `path` in place with the system's `gzip` or `zstd`, returning the new file.
+fn compress(tool: &str, path: &Path) -> PathBuf {
+    let status = Command::new(tool)
+        .args(["-q", "-f"])
+        .arg(path)
+        .status()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    assert!(status.success(), "{tool} failed");
+    let ext = if tool == "gzip" { "gz" } else { "zst" };
+    let out = PathBuf::from(format!("{}.{ext}", path.display()));
+    assert!(out.exists(), "{tool} made no {}", out.display());
+    out
+}
+
+fn bars_of(bars: &[quiver::Bar], symbol: &str) -> Vec<(String, String, String)> {
+    bars.iter()
+        .filter(|b| b.symbol.as_str() == symbol)
+        .map(|b| (format_ts(&b.ts), b.close.to_string(), b.volume.to_string()))
+        .collect()
+}
+
+/// A day of a whole market as the flat-file vendors ship it: gzip CSV, every symbol in one
+/// file, `ticker` and `window_start` in epoch nanoseconds, columns in their own order.
+async fn whole_market_compressed_files(db: TestDb) {
+    let day = db.file(
+        "2024-03-07.csv",
+        "ticker,volume,open,close,high,low,window_start,transactions\n\
+         AAPL,4930,169.15,169.5,169.6,169.15,1709802000000000000,112\n\
+         aapl,1187,169.5,169.44,169.5,169.42,1709802060000000000,31\n\
+         BRK.B,12,409.01,409.01,409.01,409.01,1709802000000000000,2\n\
+         X:BTCUSD,0.00002853,66810.5,66812.25,66820,66800.125,1709802000000000000,9\n",
+    );
+    let gz = compress("gzip", &day);
+    let one_minute = ImportOptions {
+        timeframe: Some(Timeframe::parse("1m").unwrap()),
+        ..ImportOptions::default()
+    };
+    let report = import_files(&db.store, std::slice::from_ref(&gz), &one_minute)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.files[0].format,
+            report.files[0].bars,
+            report.write.written
+        ),
+        (Format::Csv, 4, 4)
+    );
+    let bars = db.store.read_bars(&BarFilter::default()).await.unwrap();
+    assert_eq!(
+        bars_of(&bars, "AAPL"),
+        [
+            ("2024-03-07T09:00:00Z".into(), "169.5".into(), "4930".into()),
+            (
+                "2024-03-07T09:01:00Z".into(),
+                "169.44".into(),
+                "1187".into()
+            ),
+        ],
+        "symbols normalised per row, epoch nanoseconds detected"
+    );
+    assert_eq!(
+        bars_of(&bars, "X:BTCUSD"),
+        [(
+            "2024-03-07T09:00:00Z".into(),
+            "66812.25".into(),
+            "0.00002853".into()
+        )]
+    );
+    assert_eq!(bars_of(&bars, "BRK.B").len(), 1);
+
+    // zstd, headers in any case with the usual aliases, epoch seconds given by flag.
+    let next = db.file(
+        "next.csv",
+        "Symbol,Interval,Timestamp,Open,High,Low,Close,Volume\n\
+         MSFT,1h,1709805600,410.5,411,410,410.75,712345.12\n\
+         MSFT,1h,1709809200,410.75,412,410.5,411.5,36304.2\n",
+    );
+    let zst = compress("zstd", &next);
+    let seconds = ImportOptions {
+        epoch: quiver::model::EpochUnit::Seconds,
+        ..ImportOptions::default()
+    };
+    let report = import_files(&db.store, std::slice::from_ref(&zst), &seconds)
+        .await
+        .unwrap();
+    assert_eq!(report.write.written, 2);
+    let bars = db.store.read_bars(&BarFilter::default()).await.unwrap();
+    assert_eq!(
+        bars_of(&bars, "MSFT"),
+        [
+            (
+                "2024-03-07T10:00:00Z".into(),
+                "410.75".into(),
+                "712345.12".into()
+            ),
+            (
+                "2024-03-07T11:00:00Z".into(),
+                "411.5".into(),
+                "36304.2".into()
+            ),
+        ]
+    );
+    let before = db.count().await;
+
+    // A bad row inside a compressed file is named by the file and its line in the text.
+    let bad = db.file(
+        "bad-day.csv",
+        "ticker,volume,open,close,high,low,window_start\n\
+         NVDA,10,900,901,902,899,1709802000000000000\n\
+         NVDA,10,900,901,902,899,1709802060000000001\n",
+    );
+    let bad = compress("gzip", &bad);
+    let err = import_files(&db.store, std::slice::from_ref(&bad), &one_minute)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:3: window_start: 1709802060000000001 has nanoseconds (epoch ns); the cache keeps \
+             microseconds",
+            bad.display()
+        )
+    );
+    let bad = db.file(
+        "bad-sym.csv",
+        "ticker,volume,open,close,high,low,window_start\n\
+         NVDA,10,900,901,902,899,1709802000000000000\n\
+         NV DA,10,900,901,902,899,1709802060000000000\n",
+    );
+    let bad = compress("zstd", &bad);
+    let err = import_files(&db.store, std::slice::from_ref(&bad), &one_minute)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:3: ticker: symbol \"NV DA\"", bad.display())),
+        "{err}"
+    );
+    // A truncated archive is refused as a whole.
+    let cut = db.path("cut.csv.gz");
+    let bytes = std::fs::read(&gz).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 12]).unwrap();
+    let err = import_files(&db.store, std::slice::from_ref(&cut), &one_minute)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Format { .. }) && err.to_string().contains("gzip"),
+        "{err}"
+    );
+    assert_eq!(db.count().await, before, "nothing written by the bad files");
+}
+
+/// Parquet with decimal, integer and decimal-text prices; floats only when asked for.
+async fn parquet_files(db: TestDb) {
+    use quiver::arrow::array::{
+        ArrayRef, Decimal128Array, Float64Array, Int64Array, RecordBatch, StringArray,
+        TimestampMicrosecondArray,
+    };
+    use quiver::parquet::arrow::ArrowWriter;
+
+    let write = |name: &str, columns: Vec<(&str, ArrayRef)>| {
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let path = db.path(name);
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None)
+                .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        path
+    };
+    let dec = |v: &[i128], p: u8, s: i8| -> ArrayRef {
+        Arc::new(
+            Decimal128Array::from(v.to_vec())
+                .with_precision_and_scale(p, s)
+                .unwrap(),
+        )
+    };
+    let ts: ArrayRef = Arc::new(
+        TimestampMicrosecondArray::from(vec![1_709_802_000_000_000, 1_709_802_060_000_000])
+            .with_timezone("UTC"),
+    );
+    let good = write(
+        "good.parquet",
+        vec![
+            (
+                "symbol",
+                Arc::new(StringArray::from(vec!["shib/usdt", "SHIB/USDT"])) as ArrayRef,
+            ),
+            ("timeframe", Arc::new(StringArray::from(vec!["1m", "1m"]))),
+            ("ts", ts.clone()),
+            ("open", dec(&[2853, 2854], 28, 8)),
+            (
+                "high",
+                Arc::new(StringArray::from(vec!["0.00002860", "0.0000286"])),
+            ),
+            ("low", dec(&[2850, 2850], 28, 8)),
+            ("close", dec(&[2854, 2855], 28, 8)),
+            ("volume", Arc::new(Int64Array::from(vec![712_345, 36_304]))),
+        ],
+    );
+    let report = import_files(
+        &db.store,
+        std::slice::from_ref(&good),
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.files[0].format, report.write.written),
+        (Format::Parquet, 2),
+        "told by its PAR1 header"
+    );
+    let bars = db.store.read_bars(&BarFilter::default()).await.unwrap();
+    let b = &bars[0];
+    assert_eq!(
+        (
+            b.symbol.as_str(),
+            format_ts(&b.ts),
+            b.open.to_string(),
+            b.high.to_string(),
+            b.volume.to_string()
+        ),
+        (
+            "SHIB/USDT",
+            "2024-03-07T09:00:00Z".to_string(),
+            "0.00002853".to_string(),
+            "0.0000286".to_string(),
+            "712345".to_string()
+        )
+    );
+
+    // Binary floats are refused, and accepted rounded to 8 decimals when asked for.
+    let floats = write(
+        "floats.parquet",
+        vec![
+            (
+                "ticker",
+                Arc::new(StringArray::from(vec!["ETH", "ETH"])) as ArrayRef,
+            ),
+            (
+                "window_start",
+                Arc::new(Int64Array::from(vec![
+                    1_709_802_000_000_000_000,
+                    1_709_802_060_000_000_000,
+                ])),
+            ),
+            (
+                "open",
+                Arc::new(Float64Array::from(vec![3800.1, 0.1 + 0.2])),
+            ),
+            ("high", Arc::new(Float64Array::from(vec![3801.0, 0.5]))),
+            ("low", Arc::new(Float64Array::from(vec![3800.0, 0.1]))),
+            ("close", Arc::new(Float64Array::from(vec![3800.5, 0.3]))),
+            ("volume", Arc::new(Float64Array::from(vec![36304.2, 1.0]))),
+        ],
+    );
+    let one_minute = ImportOptions {
+        timeframe: Some(Timeframe::parse("1m").unwrap()),
+        ..ImportOptions::default()
+    };
+    let err = import_files(&db.store, std::slice::from_ref(&floats), &one_minute)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Format { .. }) && err.to_string().contains("binary floats"),
+        "{err}"
+    );
+    let rounded = ImportOptions {
+        floats: true,
+        ..one_minute.clone()
+    };
+    import_files(&db.store, std::slice::from_ref(&floats), &rounded)
+        .await
+        .unwrap();
+    let eth = BarFilter {
+        symbol: Some(Symbol::parse("ETH").unwrap()),
+        ..Default::default()
+    };
+    let bars = db.store.read_bars(&eth).await.unwrap();
+    assert_eq!(
+        bars.iter()
+            .map(|b| (format_ts(&b.ts), b.open.to_string(), b.volume.to_string()))
+            .collect::<Vec<_>>(),
+        [
+            (
+                "2024-03-07T09:00:00Z".into(),
+                "3800.1".into(),
+                "36304.2".into()
+            ),
+            ("2024-03-07T09:01:00Z".into(), "0.3".into(), "1".into()),
+        ],
+        "0.1 + 0.2 is 0.30000000000000004 as a float, 0.3 rounded to 8 decimals"
+    );
+    let before = db.count().await;
+
+    // A bad row is named by its 0-based index and column; nothing is written.
+    let bad = write(
+        "bad.parquet",
+        vec![
+            (
+                "symbol",
+                Arc::new(StringArray::from(vec!["A", "A", "A"])) as ArrayRef,
+            ),
+            (
+                "ts",
+                Arc::new(StringArray::from(vec![
+                    "2024-01-02",
+                    "2024-01-03",
+                    "2024-01-04",
+                ])),
+            ),
+            ("open", dec(&[100, 100, 100], 10, 2)),
+            ("high", dec(&[110, 110, 90], 10, 2)),
+            ("low", dec(&[90, 90, 95], 10, 2)),
+            ("close", dec(&[100, 100, 100], 10, 2)),
+            ("volume", dec(&[1, 1, 1], 10, 0)),
+        ],
+    );
+    let daily = ImportOptions {
+        timeframe: Some(Timeframe::parse("1d").unwrap()),
+        ..ImportOptions::default()
+    };
+    let err = import_files(&db.store, &[good.clone(), bad.clone()], &daily)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}: row 2: high: high 0.9 is below low 0.95", bad.display())
+    );
+    // A bar given again in another file (here the CSV twin of a Parquet row) is a duplicate.
+    let twin = db.file(
+        "twin.csv",
+        "symbol,timeframe,ts,open,high,low,close,volume\n\
+         SHIB/USDT,1m,2024-03-07T09:01:00Z,0.00002854,0.0000286,0.0000285,0.00002855,36304\n",
+    );
+    let fresh = db.file(
+        "fresh.csv",
+        "symbol,timeframe,ts,open,high,low,close,volume\n\
+         SHIB/USDT,1m,2024-03-07T09:02:00Z,0.00002854,0.0000286,0.0000285,0.00002855,1\n",
+    );
+    let err = import_files(
+        &db.store,
+        &[fresh, good.clone(), twin.clone()],
+        &ImportOptions {
+            on_conflict: OnConflict::Skip,
+            ..ImportOptions::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:2: ts: duplicate bar SHIB/USDT 1m 2024-03-07T09:01:00Z (first at {} row 1)",
+            twin.display(),
+            good.display()
+        )
+    );
+    // A text file given as Parquet is refused as a whole.
+    let err = import_files(
+        &db.store,
+        &[twin],
+        &ImportOptions {
+            format: Format::Parquet,
+            ..ImportOptions::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not a Parquet file"), "{err}");
+    assert_eq!(db.count().await, before, "nothing written by the bad files");
 }

@@ -5,6 +5,7 @@ mod harness;
 mod python;
 
 mod cli;
+mod copy;
 mod daemon;
 mod delta;
 mod feed;
