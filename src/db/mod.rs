@@ -135,32 +135,56 @@ pub struct Window {
     pub until: i64,
 }
 
-/// `WHERE` clause of [`Scan::Filter`] with numbered placeholders (`$n` on PostgreSQL, `?n` on
-/// SQLite): fixed text only, every value bound. Returns the SQL of the whole scan.
-fn filter_scan_sql(filter: &BarFilter, placeholder: char) -> String {
-    let mut sql = String::from(
-        "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data WHERE true",
-    );
-    let mut n = 0;
-    let mut clause = |column: &str, op: &str| {
-        n += 1;
-        sql.push_str(&format!(" AND {column} {op} {placeholder}{n}"));
-    };
-    if filter.symbol.is_some() {
-        clause("symbol", "=");
-    }
-    if filter.timeframe.is_some() {
-        clause("timeframe", "=");
-    }
-    if filter.start.is_some() {
-        clause("ts", ">=");
-    }
-    if filter.end.is_some() {
-        clause("ts", "<=");
-    }
-    sql.push_str(" ORDER BY symbol, timeframe, ts");
-    sql
+/// A value of a [`FilterSql`], in placeholder order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum FilterValue {
+    /// `symbol` or `timeframe`.
+    Text(String),
+    /// A bound on `ts` (microseconds on SQLite, `timestamptz` on PostgreSQL).
+    Ts(DateTime<Utc>),
 }
+
+/// The `WHERE` clause of a [`BarFilter`] and the values of its placeholders, made together so
+/// that they cannot drift apart: fixed text with numbered placeholders (`$n` on PostgreSQL,
+/// `?n` on SQLite), every value bound, a missing bound leaving its side open. Used by the
+/// filtered scan, [`Store::read_bars`] and [`Store::delete_bars`] on both backends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FilterSql {
+    /// ` WHERE true AND symbol = $1 …`.
+    clause: String,
+    values: Vec<FilterValue>,
+}
+
+impl FilterSql {
+    fn new(filter: &BarFilter, placeholder: char) -> FilterSql {
+        let mut clause = String::from(" WHERE true");
+        let mut values = Vec::new();
+        let mut add = |column: &str, op: &str, value: FilterValue| {
+            values.push(value);
+            clause.push_str(&format!(" AND {column} {op} {placeholder}{}", values.len()));
+        };
+        if let Some(s) = &filter.symbol {
+            add("symbol", "=", FilterValue::Text(s.as_str().to_owned()));
+        }
+        if let Some(tf) = &filter.timeframe {
+            add("timeframe", "=", FilterValue::Text(tf.to_string()));
+        }
+        if let Some(t) = filter.start {
+            add("ts", ">=", FilterValue::Ts(t));
+        }
+        if let Some(t) = filter.end {
+            add("ts", "<=", FilterValue::Ts(t));
+        }
+        FilterSql { clause, values }
+    }
+}
+
+/// The columns a read of bars selects, in [`ScanRow`] order.
+const SELECT_BARS: &str =
+    "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data";
+
+/// Key order of every filtered read.
+const ORDER_BARS: &str = " ORDER BY symbol, timeframe, ts";
 
 /// One row of a [`Store::scan`], in the cache's representation: prices and volume as integer
 /// counts of 10^-8 (exact), `ts` in microseconds.
@@ -632,23 +656,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn filtered_scans_bind_every_value_in_sql() {
-        let all = filter_scan_sql(&BarFilter::default(), '$');
-        assert_eq!(
-            all,
-            "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data \
-             WHERE true ORDER BY symbol, timeframe, ts"
+    fn filters_bind_every_value_in_placeholder_order() {
+        let all = FilterSql::new(&BarFilter::default(), '$');
+        assert_eq!((all.clause.as_str(), all.values.len()), (" WHERE true", 0));
+        let (t0, t1) = (
+            DateTime::from_timestamp(0, 0).unwrap(),
+            DateTime::from_timestamp(60, 0).unwrap(),
         );
         let filter = BarFilter {
             symbol: Some(Symbol::parse("AAPL").unwrap()),
             timeframe: None,
-            start: Some(DateTime::from_timestamp(0, 0).unwrap()),
-            end: Some(DateTime::from_timestamp(60, 0).unwrap()),
+            start: Some(t0),
+            end: Some(t1),
         };
-        assert!(filter_scan_sql(&filter, '$').ends_with(
-            "WHERE true AND symbol = $1 AND ts >= $2 AND ts <= $3 \
-                 ORDER BY symbol, timeframe, ts"
-        ));
-        assert!(filter_scan_sql(&filter, '?').contains("symbol = ?1 AND ts >= ?2 AND ts <= ?3"));
+        let pg = FilterSql::new(&filter, '$');
+        assert_eq!(
+            pg.clause,
+            " WHERE true AND symbol = $1 AND ts >= $2 AND ts <= $3"
+        );
+        assert_eq!(
+            pg.values,
+            [
+                FilterValue::Text("AAPL".into()),
+                FilterValue::Ts(t0),
+                FilterValue::Ts(t1)
+            ]
+        );
+        let only_end = BarFilter {
+            end: Some(t1),
+            ..BarFilter::default()
+        };
+        assert_eq!(
+            FilterSql::new(&only_end, '?').clause,
+            " WHERE true AND ts <= ?1"
+        );
     }
 }

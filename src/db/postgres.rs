@@ -8,11 +8,13 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{AssertSqlSafe, ConnectOptions, PgPool, Postgres, Row, Transaction};
 
 use futures_util::StreamExt;
 
-use super::{BarFilter, OnConflict, SeriesSummary};
+use super::{
+    BarFilter, FilterSql, FilterValue, ORDER_BARS, OnConflict, SELECT_BARS, SeriesSummary,
+};
 use super::{SLOW_STATEMENT, Scan, ScanStream, SeriesTracker};
 use crate::config::DatabaseConfig;
 use crate::error::{Error, Result};
@@ -212,35 +214,33 @@ fn conflict_from(e: &sqlx::Error) -> Option<Error> {
     })
 }
 
-fn push_filter(q: &mut QueryBuilder<Postgres>, filter: &BarFilter) {
-    q.push(" WHERE true");
-    if let Some(s) = &filter.symbol {
-        q.push(" AND symbol = ").push_bind(s.as_str().to_owned());
+/// `head` (a statement on `market_data`) restricted by `filter`, then `tail`, with its values
+/// bound.
+fn filtered(
+    head: &str,
+    filter: &BarFilter,
+    tail: &str,
+) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
+    let FilterSql { clause, values } = FilterSql::new(filter, '$');
+    let mut q = sqlx::query(AssertSqlSafe(format!("{head}{clause}{tail}")));
+    for v in values {
+        q = match v {
+            FilterValue::Text(s) => q.bind(s),
+            FilterValue::Ts(t) => q.bind(t),
+        };
     }
-    if let Some(tf) = &filter.timeframe {
-        q.push(" AND timeframe = ").push_bind(tf.to_string());
-    }
-    if let Some(t) = filter.start {
-        q.push(" AND ts >= ").push_bind(t);
-    }
-    if let Some(t) = filter.end {
-        q.push(" AND ts <= ").push_bind(t);
-    }
+    q
 }
 
 pub(super) async fn delete(pool: &PgPool, filter: &BarFilter) -> Result<u64> {
-    let mut q = QueryBuilder::new("DELETE FROM market_data");
-    push_filter(&mut q, filter);
-    Ok(q.build().execute(pool).await?.rows_affected())
+    let q = filtered("DELETE FROM market_data", filter, "");
+    Ok(q.execute(pool).await?.rows_affected())
 }
 
 pub(super) async fn read(pool: &PgPool, filter: &BarFilter) -> Result<Vec<Bar>> {
-    let mut q = QueryBuilder::new(
-        "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data",
-    );
-    push_filter(&mut q, filter);
-    q.push(" ORDER BY symbol, timeframe, ts");
-    let rows = q.build().fetch_all(pool).await?;
+    let rows = filtered(SELECT_BARS, filter, ORDER_BARS)
+        .fetch_all(pool)
+        .await?;
     rows.iter()
         .map(|row| {
             let dec = |name: &str| -> Result<Decimal> {
@@ -424,19 +424,7 @@ pub(super) fn scan(pool: &PgPool, scan: Scan) -> ScanStream<'_> {
                 .bind(lows)
                 .bind(highs)
         }
-        Scan::Filter(filter) => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(super::filter_scan_sql(&filter, '$')));
-            if let Some(s) = &filter.symbol {
-                q = q.bind(s.as_str().to_owned());
-            }
-            if let Some(tf) = &filter.timeframe {
-                q = q.bind(tf.to_string());
-            }
-            for t in [filter.start, filter.end].into_iter().flatten() {
-                q = q.bind(t);
-            }
-            q
-        }
+        Scan::Filter(filter) => filtered(SELECT_BARS, &filter, ORDER_BARS),
     };
     let mut tracker = SeriesTracker::default();
     Box::pin(query.fetch(pool).map(move |row| {

@@ -12,7 +12,9 @@ use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool,
 
 use futures_util::StreamExt;
 
-use super::{BarFilter, OnConflict, SeriesSummary};
+use super::{
+    BarFilter, FilterSql, FilterValue, ORDER_BARS, OnConflict, SELECT_BARS, SeriesSummary,
+};
 use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker};
 use crate::error::{Error, Result};
 use crate::feed::{ChangeBatch, ChangedDay, DayChange, FeedPosition};
@@ -218,26 +220,27 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
-fn push_filter(q: &mut QueryBuilder<Sqlite>, filter: &BarFilter) {
-    q.push(" WHERE 1 = 1");
-    if let Some(s) = &filter.symbol {
-        q.push(" AND symbol = ").push_bind(s.as_str().to_owned());
+/// `head` (a statement on `market_data`) restricted by `filter`, then `tail`, with its values
+/// bound (`ts` as microseconds).
+fn filtered(
+    head: &str,
+    filter: &BarFilter,
+    tail: &str,
+) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let FilterSql { clause, values } = FilterSql::new(filter, '?');
+    let mut q = sqlx::query(AssertSqlSafe(format!("{head}{clause}{tail}")));
+    for v in values {
+        q = match v {
+            FilterValue::Text(s) => q.bind(s),
+            FilterValue::Ts(t) => q.bind(t.timestamp_micros()),
+        };
     }
-    if let Some(tf) = &filter.timeframe {
-        q.push(" AND timeframe = ").push_bind(tf.to_string());
-    }
-    if let Some(t) = &filter.start {
-        q.push(" AND ts >= ").push_bind(t.timestamp_micros());
-    }
-    if let Some(t) = &filter.end {
-        q.push(" AND ts <= ").push_bind(t.timestamp_micros());
-    }
+    q
 }
 
 pub(super) async fn delete(pool: &SqlitePool, filter: &BarFilter) -> Result<u64> {
-    let mut q = QueryBuilder::new("DELETE FROM market_data");
-    push_filter(&mut q, filter);
-    Ok(q.build().execute(pool).await?.rows_affected())
+    let q = filtered("DELETE FROM market_data", filter, "");
+    Ok(q.execute(pool).await?.rows_affected())
 }
 
 fn decimal_column(row: &sqlx::sqlite::SqliteRow, name: &str) -> Result<Decimal> {
@@ -252,12 +255,9 @@ fn decimal_column(row: &sqlx::sqlite::SqliteRow, name: &str) -> Result<Decimal> 
 }
 
 pub(super) async fn read(pool: &SqlitePool, filter: &BarFilter) -> Result<Vec<Bar>> {
-    let mut q = QueryBuilder::new(
-        "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data",
-    );
-    push_filter(&mut q, filter);
-    q.push(" ORDER BY symbol, timeframe, ts");
-    let rows = q.build().fetch_all(pool).await?;
+    let rows = filtered(SELECT_BARS, filter, ORDER_BARS)
+        .fetch_all(pool)
+        .await?;
     rows.iter()
         .map(|row| {
             Ok(Bar {
@@ -452,19 +452,7 @@ pub(super) fn scan_sqlx(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
             .bind(timeframe)
             .bind(start.unwrap_or(i64::MIN))
             .bind(end.unwrap_or(i64::MAX)),
-        Scan::Filter(filter) => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(super::filter_scan_sql(&filter, '?')));
-            if let Some(s) = &filter.symbol {
-                q = q.bind(s.as_str().to_owned());
-            }
-            if let Some(tf) = &filter.timeframe {
-                q = q.bind(tf.to_string());
-            }
-            for t in [filter.start, filter.end].into_iter().flatten() {
-                q = q.bind(t.timestamp_micros());
-            }
-            q
-        }
+        Scan::Filter(filter) => filtered(SELECT_BARS, &filter, ORDER_BARS),
         Scan::Windows(_) => unreachable!("handled above"),
     };
     let mut tracker = SeriesTracker::default();

@@ -35,6 +35,7 @@ both!(
     microsecond_timestamps_round_trip,
     quiver_writes_are_tracked_and_leave_the_trigger_on,
     series_scans_honour_every_combination_of_bounds,
+    filters_honour_every_combination_on_reads_scans_and_deletes,
 );
 
 /// A series scan with no bound, either bound or both returns exactly the bars inside them
@@ -70,6 +71,76 @@ async fn series_scans_honour_every_combination_of_bounds(db: TestDb) {
             assert_eq!(got, want, "start {start:?}, end {end:?}");
         }
     }
+}
+
+/// Every combination of symbol, timeframe, start and end selects exactly the bars it names,
+/// the same through `read_bars`, the filtered scan (the shell's `live.market_data`) and
+/// `delete_bars`: the one filter builder of each backend, against the real servers.
+async fn filters_honour_every_combination_on_reads_scans_and_deletes(db: TestDb) {
+    use futures_util::StreamExt;
+    let mut bars = Vec::new();
+    for symbol in ["AAA", "BBB"] {
+        for tf in ["1d", "1h"] {
+            for d in 1..=5 {
+                let mut b = bar(symbol, d, "1", "2", "0.5", "1.5", "10");
+                b.timeframe = Timeframe::parse(tf).unwrap();
+                bars.push(b);
+            }
+        }
+    }
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    let key = |b: &Bar| (b.symbol.to_string(), b.timeframe.to_string(), b.ts);
+    let day = |d: u32| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).unwrap();
+    let mut combinations = 0;
+    for symbol in [None, Some(Symbol::parse("BBB").unwrap())] {
+        for timeframe in [None, Some(Timeframe::parse("1h").unwrap())] {
+            for start in [None, Some(day(2))] {
+                for end in [None, Some(day(4))] {
+                    let filter = BarFilter {
+                        symbol: symbol.clone(),
+                        timeframe,
+                        start,
+                        end,
+                    };
+                    let mut want: Vec<_> = bars
+                        .iter()
+                        .filter(|b| {
+                            symbol.as_ref().is_none_or(|s| &b.symbol == s)
+                                && timeframe.is_none_or(|t| b.timeframe == t)
+                                && start.is_none_or(|s| b.ts >= s)
+                                && end.is_none_or(|e| b.ts <= e)
+                        })
+                        .map(key)
+                        .collect();
+                    want.sort();
+                    let read: Vec<_> = db.store.read_bars(&filter).await.unwrap();
+                    let mut got: Vec<_> = read.iter().map(key).collect();
+                    got.sort();
+                    assert_eq!(got, want, "read_bars {filter:?}");
+                    let scanned: Vec<i64> = db
+                        .store
+                        .scan(quiver::db::Scan::Filter(filter.clone()))
+                        .map(|r| r.unwrap().ts)
+                        .collect()
+                        .await;
+                    assert_eq!(scanned.len(), want.len(), "scan {filter:?}");
+                    let deleted = db.store.delete_bars(&filter).await.unwrap();
+                    assert_eq!(deleted, want.len() as u64, "delete {filter:?}");
+                    assert_eq!(
+                        db.count().await as usize,
+                        bars.len() - want.len(),
+                        "delete {filter:?} removed other bars"
+                    );
+                    db.store.insert_bars(&bars, OnConflict::Skip).await.unwrap();
+                    combinations += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(combinations, 16);
 }
 
 async fn quiver_writes_are_tracked_and_leave_the_trigger_on(db: TestDb) {
