@@ -45,20 +45,20 @@ pub async fn copy_table(source: &Store, target: &Store, policy: OnConflict) -> R
     let mut read = 0u64;
     while let Some(row) = rows.try_next().await? {
         if let Some((symbol, timeframe)) = &row.series {
-            let bad = |m: String| Error::invalid(format!("market_data {symbol} {timeframe}: {m}"));
+            let bad = |m: String| Error::corrupt(format!("market_data {symbol} {timeframe}: {m}"));
             series = Some((
                 Symbol::parse(symbol).map_err(bad)?,
                 Timeframe::parse(timeframe).map_err(bad)?,
             ));
         }
         if let Some(why) = &row.bad {
-            return Err(Error::invalid(format!(
+            return Err(Error::corrupt(format!(
                 "{why}; fix the row in the source, nothing was copied"
             )));
         }
         let (symbol, timeframe) = series
             .as_ref()
-            .ok_or_else(|| Error::invalid("scan returned a row before its series"))?;
+            .ok_or_else(|| Error::internal("scan returned a row before its series"))?;
         let [open, high, low, close, volume] = row.values.map(decimal_from_fixed8);
         chunk.push(Bar {
             symbol: symbol.clone(),
@@ -158,7 +158,7 @@ async fn digests(store: &Store) -> Result<BTreeMap<(String, String), Digest>> {
             current = Some((series.clone(), Digest::default()));
         }
         if let Some(why) = &row.bad {
-            return Err(Error::invalid(format!("{why} ({})", store.redacted_url())));
+            return Err(Error::corrupt(format!("{why} ({})", store.redacted_url())));
         }
         if let Some((_, digest)) = &mut current {
             digest.rows += 1;

@@ -194,6 +194,15 @@ pub enum Error {
     /// A version asked for by `--as-of` is not (or no longer) in the table.
     #[error("{0}")]
     NoSuchVersion(String),
+
+    /// Data that is not what quiver wrote or accepts: a row of the database (written by another
+    /// client), a file of the cache. The message names the row or the file.
+    #[error("{0}")]
+    Corrupt(String),
+
+    /// An invariant of quiver itself does not hold: a bug, whatever the input.
+    #[error("internal error (a bug in quiver; please report it): {0}")]
+    Internal(String),
 }
 
 /// What [`Error::EmptyRange`] reports: the range asked for and what the cache holds.
@@ -267,8 +276,52 @@ impl Error {
         }
     }
 
-    /// The process exit status for this error: 2 (bad usage, bad input, or failure to run).
+    /// Builds an [`Error::Corrupt`].
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Error::Corrupt(message.into())
+    }
+
+    /// Builds an [`Error::Internal`].
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+
+    /// The process exit status for this error (DESIGN.md §2; 1, a failed check, is the
+    /// commands' own): 2 for a mistake of the user's (bad usage, bad input, a file or series
+    /// that is not there, a query that does not plan), 3 for a fault that no change of the
+    /// command line mends (the database or the storage failing, corrupt data, a commit lost
+    /// to another writer, a bug).
     pub fn exit_code(&self) -> u8 {
-        2
+        use datafusion::error::DataFusionError as D;
+        match self {
+            Error::At { inner, .. } => inner.exit_code(),
+            Error::InvalidArgument(_)
+            | Error::Config { .. }
+            | Error::Input { .. }
+            | Error::Row { .. }
+            | Error::Format { .. }
+            | Error::Conflict { .. }
+            | Error::Io { .. }
+            | Error::ReadOnly(_)
+            | Error::EmptyCache { .. }
+            | Error::UnknownSeries { .. }
+            | Error::InvalidRange { .. }
+            | Error::EmptyRange(_)
+            | Error::NoSuchVersion(_) => 2,
+            Error::DataFusion(e) => match e.find_root() {
+                D::Plan(_) | D::SQL(..) | D::SchemaError(..) | D::NotImplemented(_) => 2,
+                _ => 3,
+            },
+            Error::Database(_)
+            | Error::Sqlite(_)
+            | Error::Arrow(_)
+            | Error::Parquet(_)
+            | Error::Migrate(_)
+            | Error::Storage { .. }
+            | Error::DeltaLog { .. }
+            | Error::CommitConflict { .. }
+            | Error::Corrupt(_)
+            | Error::Internal(_) => 3,
+        }
     }
 }

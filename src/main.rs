@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("quiver: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(3);
         }
     };
     let mut stdout = std::io::stdout().lock();

@@ -163,7 +163,7 @@ pub fn read(path: &Path) -> Result<(Vec<(String, String)>, PartitionData)> {
                 .column(i)
                 .as_any()
                 .downcast_ref::<StringArray>()
-                .ok_or_else(|| Error::invalid("schema checked above"))
+                .ok_or_else(|| Error::internal("schema checked above"))
         };
         let (symbols, timeframes) = (text(0)?, text(1)?);
         for row in 0..batch.num_rows() {
@@ -179,14 +179,14 @@ pub fn read(path: &Path) -> Result<(Vec<(String, String)>, PartitionData)> {
             .column(2)
             .as_any()
             .downcast_ref::<TimestampMicrosecondArray>()
-            .ok_or_else(|| Error::invalid("schema checked above"))?;
+            .ok_or_else(|| Error::internal("schema checked above"))?;
         data.ts.extend(ts.values().iter().copied());
         for (i, column) in data.values.iter_mut().enumerate() {
             let values = batch
                 .column(3 + i)
                 .as_any()
                 .downcast_ref::<Decimal128Array>()
-                .ok_or_else(|| Error::invalid("schema checked above"))?;
+                .ok_or_else(|| Error::internal("schema checked above"))?;
             column.extend(values.values().iter().copied());
         }
         debug_assert_eq!(ts.null_count(), 0);

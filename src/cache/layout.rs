@@ -100,7 +100,7 @@ impl PartitionKey {
     /// The partition holding a bar of `(symbol, timeframe)` opening at `micros`.
     pub fn of(symbol: &str, timeframe: &str, micros: i64) -> Result<PartitionKey> {
         let tf = Timeframe::parse(timeframe).map_err(|m| {
-            Error::invalid(format!(
+            Error::corrupt(format!(
                 "market_data holds a bad timeframe for {symbol}: {m}"
             ))
         })?;
@@ -118,7 +118,8 @@ impl PartitionKey {
 
     /// The partition's `[start, end)` in microseconds; `None` for an unbounded side.
     pub fn range(&self) -> Result<(Option<i64>, Option<i64>)> {
-        let tf = Timeframe::parse(&self.timeframe).map_err(Error::InvalidArgument)?;
+        let tf = Timeframe::parse(&self.timeframe)
+            .map_err(|m| Error::corrupt(format!("partition {}: {m}", self.dir())))?;
         Period::for_timeframe(tf).range(&self.period)
     }
 

@@ -849,7 +849,7 @@ pub struct Table {
 }
 
 fn taken(path: &str) -> Error {
-    Error::invalid(format!("{path}: a new data file's name is taken"))
+    Error::internal(format!("{path}: a new data file's name is taken"))
 }
 
 /// Who writes: `quiver 0.1.0 on <host> pid <pid>`.
@@ -1076,7 +1076,7 @@ impl Table {
                 .into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Err(Error::invalid("a checkpoint reading thread panicked"))
+                        Err(Error::internal("a checkpoint reading thread panicked"))
                     })
                 })
                 .collect()
@@ -1278,7 +1278,7 @@ impl Table {
             info.insert(
                 "quiver".into(),
                 serde_json::to_value(m)
-                    .map_err(|e| Error::invalid(format!("a sync mark does not serialize: {e}")))?,
+                    .map_err(|e| Error::internal(format!("a sync mark does not serialize: {e}")))?,
             );
         }
         let mut actions = Vec::with_capacity(3 + changes.adds.len() + changes.removes.len());

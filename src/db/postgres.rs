@@ -247,9 +247,10 @@ pub(super) async fn read(pool: &PgPool, filter: &BarFilter) -> Result<Vec<Bar>> 
                 Ok(row.try_get::<Decimal, _>(name)?.normalize())
             };
             Ok(Bar {
-                symbol: Symbol::parse(row.try_get("symbol")?).map_err(Error::InvalidArgument)?,
+                symbol: Symbol::parse(row.try_get("symbol")?)
+                    .map_err(|m| Error::corrupt(format!("market_data.symbol: {m}")))?,
                 timeframe: Timeframe::parse(row.try_get("timeframe")?)
-                    .map_err(Error::InvalidArgument)?,
+                    .map_err(|m| Error::corrupt(format!("market_data.timeframe: {m}")))?,
                 ts: row.try_get::<DateTime<Utc>, _>("ts")?,
                 open: dec("open")?,
                 high: dec("high")?,

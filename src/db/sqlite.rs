@@ -248,7 +248,7 @@ fn decimal_column(row: &sqlx::sqlite::SqliteRow, name: &str) -> Result<Decimal> 
     Decimal::from_str_exact(&text)
         .map(|d| d.normalize())
         .map_err(|e| {
-            Error::invalid(format!(
+            Error::corrupt(format!(
                 "market_data.{name} holds {text:?}, not a decimal: {e}"
             ))
         })
@@ -261,9 +261,10 @@ pub(super) async fn read(pool: &SqlitePool, filter: &BarFilter) -> Result<Vec<Ba
     rows.iter()
         .map(|row| {
             Ok(Bar {
-                symbol: Symbol::parse(row.try_get("symbol")?).map_err(Error::InvalidArgument)?,
+                symbol: Symbol::parse(row.try_get("symbol")?)
+                    .map_err(|m| Error::corrupt(format!("market_data.symbol: {m}")))?,
                 timeframe: Timeframe::parse(row.try_get("timeframe")?)
-                    .map_err(Error::InvalidArgument)?,
+                    .map_err(|m| Error::corrupt(format!("market_data.timeframe: {m}")))?,
                 ts: ts_from_micros(row.try_get("ts")?)?,
                 open: decimal_column(row, "open")?,
                 high: decimal_column(row, "high")?,
@@ -571,7 +572,7 @@ fn read_rows(
             let symbol = row.get_ref(0)?;
             let timeframe = row.get_ref(1)?;
             let (Ok(symbol), Ok(timeframe)) = (symbol.as_str(), timeframe.as_str()) else {
-                return Err(Error::invalid(format!(
+                return Err(Error::corrupt(format!(
                     "market_data holds a non-text symbol or timeframe: {symbol:?} {timeframe:?}"
                 )));
             };

@@ -194,7 +194,7 @@ impl Action {
         let mut out = Vec::with_capacity(256 * actions.len());
         for a in actions {
             serde_json::to_writer(&mut out, a)
-                .map_err(|e| Error::invalid(format!("a Delta action does not serialize: {e}")))?;
+                .map_err(|e| Error::internal(format!("a Delta action does not serialize: {e}")))?;
             out.push(b'\n');
         }
         Ok(out)

@@ -222,7 +222,7 @@ impl Bars {
 
 /// Appends the rows of a batch of the cache's schema to `out` as typed bars.
 pub fn decode_bars(batch: &RecordBatch, out: &mut Vec<Bar>) -> Result<()> {
-    let bad = || Error::invalid("a batch without the cache's eight columns");
+    let bad = || Error::corrupt("a cache file without the cache's eight columns");
     if batch.num_columns() != 8 {
         return Err(bad());
     }
@@ -258,8 +258,10 @@ pub fn decode_bars(batch: &RecordBatch, out: &mut Vec<Bar>) -> Result<()> {
             }
             _ => {
                 let parsed = (
-                    Symbol::parse(s).map_err(Error::InvalidArgument)?,
-                    Timeframe::parse(t).map_err(Error::InvalidArgument)?,
+                    Symbol::parse(s)
+                        .map_err(|m| Error::corrupt(format!("a cache file's symbol: {m}")))?,
+                    Timeframe::parse(t)
+                        .map_err(|m| Error::corrupt(format!("a cache file's timeframe: {m}")))?,
                 );
                 series = Some(parsed.clone());
                 parsed
@@ -527,7 +529,7 @@ impl Reader {
                     .map(|c| Ok(PhysicalSortExpr::new_default(physical_col(c, &table)?)))
                     .collect::<Result<Vec<_>>>()?,
             )
-            .ok_or_else(|| Error::invalid("an ordering has columns"))?;
+            .ok_or_else(|| Error::internal("an ordering has columns"))?;
             let task = self.inner.ctx.task_ctx();
             let metrics = ExecutionPlanMetricsSet::new();
             StreamingMergeBuilder::new()
@@ -810,7 +812,7 @@ fn ts_values(batch: &RecordBatch) -> Result<&[i64]> {
         .column(TS)
         .as_any()
         .downcast_ref::<TimestampMicrosecondArray>()
-        .ok_or_else(|| Error::invalid("a batch without the cache's ts column"))?
+        .ok_or_else(|| Error::corrupt("a cache file without the cache's ts column"))?
         .values())
 }
 

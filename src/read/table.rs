@@ -111,7 +111,7 @@ fn ordering(columns: &[&str]) -> Result<LexOrdering> {
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    LexOrdering::new(exprs).ok_or_else(|| Error::invalid("an ordering has columns"))
+    LexOrdering::new(exprs).ok_or_else(|| Error::internal("an ordering has columns"))
 }
 
 fn file_statistics(entry: &DataFile) -> Statistics {
@@ -597,7 +597,7 @@ impl TableProvider for CacheTable {
                     .iter()
                     .map(|f| (*f).clone())
                     .reduce(Expr::and)
-                    .ok_or_else(|| Error::invalid("a straddled filter exists"))?;
+                    .ok_or_else(|| Error::internal("a straddled filter exists"))?;
                 let df_schema = datafusion::common::DFSchema::try_from(schema())?;
                 Some(state.create_physical_expr(conjunction, &df_schema)?)
             } else {

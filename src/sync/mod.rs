@@ -553,7 +553,7 @@ impl Syncer {
         // the window arithmetic is wrong and nothing is committed.
         if let Some((key, _)) = written.into_iter().next() {
             discard(&self.table, changes.adds.iter()).await;
-            return Err(Error::invalid(format!(
+            return Err(Error::internal(format!(
                 "a sync scan returned rows of {key}, which no window asked for"
             )));
         }
@@ -603,7 +603,7 @@ impl Syncer {
         let state = self
             .state
             .as_ref()
-            .ok_or_else(|| Error::invalid("a committed table has a state"))?;
+            .ok_or_else(|| Error::internal("a committed table has a state"))?;
         let started = Instant::now();
         let partitions = changes.partitions();
         self.view.update(&self.table, state, &partitions)?;
@@ -878,7 +878,8 @@ impl Syncer {
                 let path = table
                     .local_path(&f.path)
                     .ok_or_else(|| Error::invalid("compaction needs the table on a local disk"))?;
-                let (series, rows) = crate::cache::read_file(&path)?;
+                let (series, rows) = crate::cache::read_file(&path)
+                    .map_err(|e| Error::corrupt(format!("{}: {e}", path.display())))?;
                 if series
                     .iter()
                     .any(|(s, t)| *s != key.symbol || *t != key.timeframe)
@@ -1047,14 +1048,14 @@ pub(crate) fn split_partitions(rows: ScanStream<'_>) -> PartitionStream<'_> {
                 let row = row?;
                 if let Some((symbol, timeframe)) = row.series {
                     let tf = Timeframe::parse(&timeframe).map_err(|m| {
-                        Error::invalid(format!(
+                        Error::corrupt(format!(
                             "market_data holds a bad timeframe for {symbol}: {m}"
                         ))
                     })?;
                     st.series = Some((symbol, timeframe, Period::for_timeframe(tf)));
                 }
                 let Some((symbol, timeframe, period)) = &st.series else {
-                    return Err(Error::invalid("a scan's first row names its series"));
+                    return Err(Error::internal("a scan's first row names its series"));
                 };
                 let same = st.current.as_ref().is_some_and(|(key, end, _, _)| {
                     row.ts < *end && key.symbol == *symbol && key.timeframe == *timeframe
@@ -1132,7 +1133,7 @@ async fn write_partitions(
                     tokio::task::spawn_blocking(move || encoder.encode_and_write_local(&k, &data))
                         .await
                         .map_err(|e| {
-                            Error::invalid(format!("the Parquet encoder stopped: {e}"))
+                            Error::internal(format!("the Parquet encoder stopped: {e}"))
                         })??;
                 if let Some(bytes) = bytes {
                     table.store_file(&file, bytes).await?;

@@ -24,7 +24,8 @@ fn text(b: &[u8]) -> String {
 
 both!(
     import_errors_exit_2_with_file_line_and_field,
-    migrate_and_revert_from_the_command_line
+    migrate_and_revert_from_the_command_line,
+    exit_statuses_tell_mistakes_from_faults,
 );
 
 async fn import_errors_exit_2_with_file_line_and_field(db: TestDb) {
@@ -112,6 +113,81 @@ async fn migrate_and_revert_from_the_command_line(db: TestDb) {
         text(&out.stdout)
     );
     assert_eq!(db.count().await, 2340);
+}
+
+/// The data files of the cache's Delta table.
+fn data_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.ends_with("_delta_log") {
+            out.extend(data_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// 2 for a mistake the user can mend on the command line, 1 for a failed check, 3 for a
+/// fault: a database that is not there, a torn cache file.
+async fn exit_statuses_tell_mistakes_from_faults(db: TestDb) {
+    let ok = |out: &Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    ok(&quiver(
+        &db,
+        &[
+            "generate",
+            "--symbols",
+            "1",
+            "--days",
+            "1",
+            "--timeframe",
+            "1h",
+        ],
+    ));
+    ok(&quiver(&db, &["sync"]));
+    let bars = ["bars", "SYM001", "--timeframe", "1h"];
+    ok(&quiver(&db, &bars));
+    let out = quiver(&db, &["bars", "NOPE", "--timeframe", "1h"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown series is a mistake");
+
+    // A data file torn behind quiver's back: reading it is a fault, verify names it.
+    let files = data_files(&db.config.cache.dir.join("delta"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let bytes = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &bytes[..bytes.len() / 2]).unwrap();
+    let out = quiver(&db, &bars);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = quiver(&db, &["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        text(&out.stdout).contains(&format!("{name} does not read")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A database that cannot be opened: a fault of the environment, not of the command.
+    let broken = db.path("not-a-database.db");
+    std::fs::write(
+        &broken,
+        "this is no SQLite file, and it is long enough to be read as one?",
+    )
+    .unwrap();
+    let url = match db.kind {
+        crate::harness::Kind::Sqlite => format!("sqlite://{}", broken.display()),
+        crate::harness::Kind::Postgres => "postgres://postgres@127.0.0.1:1/test".to_string(),
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["--database-url", &url, "migrate"])
+        .current_dir(db.dir.path())
+        .env_remove("QUIVER_DATABASE_URL")
+        .env_remove("QUIVER_DATABASE_SCHEMA")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 }
 
 /// The quickstart on the embedded default: no configuration, no variables, a fresh folder.
