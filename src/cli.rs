@@ -379,222 +379,260 @@ impl Cli {
 /// Runs a parsed command line, writing results to `out`; returns the exit status.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
     let config = cli.config()?;
-    // Reads of the cache never touch the database: they work where only the cache is.
+    // Reads of the cache never touch the database: they work where only the cache is; the
+    // shell connects when a query first reads live.market_data.
     let store = match cli.command {
-        // The shell connects when a query first reads live.market_data.
         Command::Bars(_) | Command::Latest { .. } | Command::Sql(_) => None,
         _ => Some(Store::connect(&config.database).await?),
     };
     let store = || {
         store
             .clone()
-            .ok_or_else(|| Error::invalid("this command needs the database"))
-    };
-    let w = |out: &mut dyn Write, text: String| {
-        writeln!(out, "{text}").map_err(|e| Error::io("<stdout>", e))
+            .ok_or_else(|| Error::internal("this command needs the database"))
     };
     match cli.command {
-        Command::Quickstart => {
-            quickstart::run(&store()?, &config, out).await?;
-        }
-        Command::Migrate { revert: false } => {
-            let applied = store()?.migrate().await?;
-            if applied.is_empty() {
-                w(out, "database is up to date".into())?;
-            }
-            for v in applied {
-                w(out, format!("applied migration {v}"))?;
-            }
-        }
-        Command::Migrate { revert: true } => match store()?.revert().await? {
-            Some(v) => w(out, format!("reverted migration {v}"))?,
-            None => w(out, "no migration to revert".into())?,
-        },
-        Command::Import(args) => {
-            let started = Instant::now();
-            let options = ImportOptions {
-                symbol: args.symbol,
-                timeframe: args.timeframe,
-                format: args.format,
-                tz: args.tz,
-                epoch: args.epoch_unit.into(),
-                floats: args.round_floats,
-                on_conflict: args.on_conflict,
-            };
-            let report = import_files(&store()?, &args.files, &options).await?;
-            for f in &report.files {
-                w(
-                    out,
-                    format!(
-                        "{}: {} bars ({})",
-                        f.path.display(),
-                        f.bars,
-                        f.format.name()
-                    ),
-                )?;
-            }
-            w(
-                out,
-                format!(
-                    "imported {} bars, {} unchanged, in {:.2?}",
-                    report.write.written,
-                    report.write.unchanged(),
-                    started.elapsed()
-                ),
-            )?;
-        }
-        Command::Delete(args) => {
-            let (start, end) = time_range(args.start.as_deref(), args.end.as_deref())?;
-            let filter = BarFilter {
-                symbol: Some(args.symbol),
-                timeframe: args.timeframe,
-                start,
-                end,
-            };
-            let n = store()?.delete_bars(&filter).await?;
-            w(out, format!("deleted {n} bars"))?;
-        }
-        Command::Generate(args) => {
-            let started = Instant::now();
-            let options = GenerateOptions::new(args.symbols, args.days, args.timeframe, args.seed);
-            let report = generate_into(&store()?, &options, args.on_conflict).await?;
-            let secs = started.elapsed().as_secs_f64();
-            w(
-                out,
-                format!(
-                    "generated {} bars ({} written) in {secs:.2} s ({:.0} bars/s)",
-                    report.received,
-                    report.written,
-                    report.received as f64 / secs.max(1e-9)
-                ),
-            )?;
-        }
-        Command::Sync { watch, full } => {
-            let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?
-                .with_progress(true);
-            if watch {
-                if full {
-                    let report = syncer.pass(true).await?;
-                    w(out, report.to_string())?;
-                }
-                daemon::run(
-                    &mut syncer,
-                    config.sync.poll_interval,
-                    daemon::shutdown_signal(),
-                )
-                .await?;
-            } else {
-                let report = syncer.pass(full).await?;
-                w(out, report.to_string())?;
-            }
-        }
+        Command::Quickstart => quickstart::run(&store()?, &config, out).await.map(|()| 0),
+        Command::Migrate { revert } => run_migrate(&store()?, revert, out).await,
+        Command::Import(args) => run_import(&store()?, args, out).await,
+        Command::Delete(args) => run_delete(&store()?, args, out).await,
+        Command::Generate(args) => run_generate(&store()?, args, out).await,
+        Command::Copy(args) => run_copy(&store()?, &config, &args, out).await,
+        Command::Sync { watch, full } => run_sync(store()?, &config, watch, full, out).await,
         Command::Status { format, max_lag } => {
-            let cache = Cache::new(&config.cache.dir);
-            let status = status(&store()?, &cache, &config.cache).await?;
-            let text = match format {
-                StatusFormat::Json => serde_json::to_string_pretty(&status)
-                    .map_err(|e| Error::invalid(format!("status: {e}")))?,
-                StatusFormat::Table => output::status_table(&status)?,
-            };
-            w(out, text)?;
-            if let Some(limit) = max_lag {
-                let behind = match status.lag_seconds {
-                    Some(lag) if lag <= limit.as_secs_f64() => None,
-                    Some(lag) => Some(format!("the cache is {lag:.1} s behind the table")),
-                    None => Some("the cache has no version yet".to_string()),
-                };
-                if let Some(why) = behind {
-                    eprintln!(
-                        "quiver: {why} (--max-lag {})",
-                        humantime::format_duration(limit)
-                    );
-                    return Ok(1);
-                }
-            }
+            run_status(&store()?, &config, format, max_lag, out).await
         }
-        Command::Bars(args) => {
-            let (start, end) = time_range(args.start.as_deref(), args.end.as_deref())?;
-            let as_of = match &args.as_of {
-                Some(v) => v.parse()?,
-                None => AsOf::Latest,
-            };
-            let request = BarsRequest {
-                symbol: args.symbol,
-                timeframe: args.timeframe,
-                start,
-                end,
-                warmup: args.warmup,
-                limit: args.limit,
-                as_of,
-            };
-            let bars = Reader::open(&config)?.bars(&request).await?;
-            w(out, output::bars(&bars, args.format)?)?;
+        Command::Verify => run_verify(&store()?, &config, out).await,
+        Command::Compact => {
+            let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?;
+            line(out, syncer.compact().await?.to_string())
         }
+        Command::Vacuum => run_vacuum(store()?, &config, out).await,
+        Command::Bars(args) => run_bars(&config, args, out).await,
         Command::Latest {
             symbol,
             timeframe,
             format,
         } => {
             let bars = Reader::open(&config)?.latest(&symbol, timeframe).await?;
-            w(out, output::bars(&bars, format)?)?;
+            line(out, output::bars(&bars, format)?)
         }
-        Command::Sql(args) => return run_sql(&config, &args, out).await,
-        Command::Copy(args) => return run_copy(&store()?, &config, &args, out).await,
-        Command::Compact => {
-            let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?;
-            let report = syncer.compact().await?;
-            w(out, report.to_string())?;
-        }
-        Command::Vacuum => {
-            let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?;
-            let r = syncer.vacuum().await?;
-            w(
-                out,
-                format!(
-                    "vacuumed: {} files ({} bytes) of versions older than {}, {} orphaned files, \
-                     {} log entries",
-                    r.files,
-                    r.bytes,
-                    humantime::format_duration(config.cache.retention),
-                    r.orphans,
-                    r.log_entries
-                ),
-            )?;
-        }
-        Command::Verify => {
-            let cache = Cache::new(&config.cache.dir);
-            let report = verify(&store()?, &cache).await?;
-            for d in &report.differences {
-                w(
-                    out,
-                    format!(
-                        "differs: {} (database {} rows, cache {} rows): {}",
-                        d.partition, d.database_rows, d.cache_rows, d.detail
-                    ),
-                )?;
-            }
-            if report.differences.is_empty() {
-                w(
-                    out,
-                    format!(
-                        "cache equals the table: {} partitions, {} rows",
-                        report.partitions, report.rows
-                    ),
-                )?;
-            } else {
-                w(
-                    out,
-                    format!(
-                        "{} of {} partitions differ",
-                        report.differences.len(),
-                        report.partitions
-                    ),
-                )?;
-                return Ok(1);
-            }
-        }
+        Command::Sql(args) => run_sql(&config, &args, out).await,
+    }
+}
+
+/// Writes one line of a command's result; a command that got this far succeeded (0).
+fn line(out: &mut dyn Write, text: String) -> Result<u8> {
+    writeln!(out, "{text}").map_err(|e| Error::io("<stdout>", e))?;
+    Ok(0)
+}
+
+/// `quiver migrate [--revert]`
+async fn run_migrate(store: &Store, revert: bool, out: &mut dyn Write) -> Result<u8> {
+    if revert {
+        return match store.revert().await? {
+            Some(v) => line(out, format!("reverted migration {v}")),
+            None => line(out, "no migration to revert".into()),
+        };
+    }
+    let applied = store.migrate().await?;
+    if applied.is_empty() {
+        line(out, "database is up to date".into())?;
+    }
+    for v in applied {
+        line(out, format!("applied migration {v}"))?;
     }
     Ok(0)
+}
+
+/// `quiver import`
+async fn run_import(store: &Store, args: ImportArgs, out: &mut dyn Write) -> Result<u8> {
+    let started = Instant::now();
+    let options = ImportOptions {
+        symbol: args.symbol,
+        timeframe: args.timeframe,
+        format: args.format,
+        tz: args.tz,
+        epoch: args.epoch_unit.into(),
+        floats: args.round_floats,
+        on_conflict: args.on_conflict,
+    };
+    let report = import_files(store, &args.files, &options).await?;
+    for f in &report.files {
+        line(
+            out,
+            format!(
+                "{}: {} bars ({})",
+                f.path.display(),
+                f.bars,
+                f.format.name()
+            ),
+        )?;
+    }
+    line(
+        out,
+        format!(
+            "imported {} bars, {} unchanged, in {:.2?}",
+            report.write.written,
+            report.write.unchanged(),
+            started.elapsed()
+        ),
+    )
+}
+
+/// `quiver delete`
+async fn run_delete(store: &Store, args: DeleteArgs, out: &mut dyn Write) -> Result<u8> {
+    let (start, end) = time_range(args.start.as_deref(), args.end.as_deref())?;
+    let filter = BarFilter {
+        symbol: Some(args.symbol),
+        timeframe: args.timeframe,
+        start,
+        end,
+    };
+    let n = store.delete_bars(&filter).await?;
+    line(out, format!("deleted {n} bars"))
+}
+
+/// `quiver generate`
+async fn run_generate(store: &Store, args: GenerateArgs, out: &mut dyn Write) -> Result<u8> {
+    let started = Instant::now();
+    let options = GenerateOptions::new(args.symbols, args.days, args.timeframe, args.seed);
+    let report = generate_into(store, &options, args.on_conflict).await?;
+    let secs = started.elapsed().as_secs_f64();
+    line(
+        out,
+        format!(
+            "generated {} bars ({} written) in {secs:.2} s ({:.0} bars/s)",
+            report.received,
+            report.written,
+            report.received as f64 / secs.max(1e-9)
+        ),
+    )
+}
+
+/// `quiver sync [--watch] [--full]`
+async fn run_sync(
+    store: Store,
+    config: &Config,
+    watch: bool,
+    full: bool,
+    out: &mut dyn Write,
+) -> Result<u8> {
+    let mut syncer =
+        Syncer::new(store, &config.cache, config.database.schema.clone())?.with_progress(true);
+    if !watch || full {
+        line(out, syncer.pass(full).await?.to_string())?;
+    }
+    if watch {
+        daemon::run(
+            &mut syncer,
+            config.sync.poll_interval,
+            daemon::shutdown_signal(),
+        )
+        .await?;
+    }
+    Ok(0)
+}
+
+/// `quiver status [--format] [--max-lag]`: 1 when the cache is further behind than allowed.
+async fn run_status(
+    store: &Store,
+    config: &Config,
+    format: StatusFormat,
+    max_lag: Option<std::time::Duration>,
+    out: &mut dyn Write,
+) -> Result<u8> {
+    let cache = Cache::new(&config.cache.dir);
+    let status = status(store, &cache, &config.cache).await?;
+    let text = match format {
+        StatusFormat::Json => serde_json::to_string_pretty(&status)
+            .map_err(|e| Error::internal(format!("status: {e}")))?,
+        StatusFormat::Table => output::status_table(&status)?,
+    };
+    line(out, text)?;
+    let Some(limit) = max_lag else {
+        return Ok(0);
+    };
+    let behind = match status.lag_seconds {
+        Some(lag) if lag <= limit.as_secs_f64() => return Ok(0),
+        Some(lag) => format!("the cache is {lag:.1} s behind the table"),
+        None => "the cache has no version yet".to_string(),
+    };
+    eprintln!(
+        "quiver: {behind} (--max-lag {})",
+        humantime::format_duration(limit)
+    );
+    Ok(1)
+}
+
+/// `quiver verify`: 1 when a partition differs.
+async fn run_verify(store: &Store, config: &Config, out: &mut dyn Write) -> Result<u8> {
+    let cache = Cache::new(&config.cache.dir);
+    let report = verify(store, &cache).await?;
+    for d in &report.differences {
+        line(
+            out,
+            format!(
+                "differs: {} (database {} rows, cache {} rows): {}",
+                d.partition, d.database_rows, d.cache_rows, d.detail
+            ),
+        )?;
+    }
+    if report.differences.is_empty() {
+        return line(
+            out,
+            format!(
+                "cache equals the table: {} partitions, {} rows",
+                report.partitions, report.rows
+            ),
+        );
+    }
+    line(
+        out,
+        format!(
+            "{} of {} partitions differ",
+            report.differences.len(),
+            report.partitions
+        ),
+    )?;
+    Ok(1)
+}
+
+/// `quiver vacuum`
+async fn run_vacuum(store: Store, config: &Config, out: &mut dyn Write) -> Result<u8> {
+    let mut syncer = Syncer::new(store, &config.cache, config.database.schema.clone())?;
+    let r = syncer.vacuum().await?;
+    line(
+        out,
+        format!(
+            "vacuumed: {} files ({} bytes) of versions older than {}, {} orphaned files, \
+             {} log entries",
+            r.files,
+            r.bytes,
+            humantime::format_duration(config.cache.retention),
+            r.orphans,
+            r.log_entries
+        ),
+    )
+}
+
+/// `quiver bars`
+async fn run_bars(config: &Config, args: BarsArgs, out: &mut dyn Write) -> Result<u8> {
+    let (start, end) = time_range(args.start.as_deref(), args.end.as_deref())?;
+    let as_of = match &args.as_of {
+        Some(v) => v.parse()?,
+        None => AsOf::Latest,
+    };
+    let request = BarsRequest {
+        symbol: args.symbol,
+        timeframe: args.timeframe,
+        start,
+        end,
+        warmup: args.warmup,
+        limit: args.limit,
+        as_of,
+    };
+    let bars = Reader::open(config)?.bars(&request).await?;
+    line(out, output::bars(&bars, args.format)?)
 }
 
 /// `quiver copy`: the copy, then the comparison; 1 when a series differs.
@@ -612,10 +650,7 @@ async fn run_copy(
     })
     .await?;
     let report = copy_table(source, &target, args.on_conflict).await?;
-    let w = |out: &mut dyn Write, text: String| {
-        writeln!(out, "{text}").map_err(|e| Error::io("<stdout>", e))
-    };
-    w(
+    line(
         out,
         format!(
             "copied {} bars to {}: {} written, {} unchanged, in {:.2?}",
@@ -628,7 +663,7 @@ async fn run_copy(
     )?;
     let comparison = compare(source, &target).await?;
     for d in &comparison.differences {
-        w(
+        line(
             out,
             format!(
                 "differs: {} {} (source {} rows, checksum {:016x}; target {} rows, checksum {:016x})",
@@ -642,16 +677,15 @@ async fn run_copy(
         )?;
     }
     if comparison.differences.is_empty() {
-        w(
+        line(
             out,
             format!(
                 "both sides equal: {} series, {} rows (counts and checksums)",
                 comparison.series, comparison.rows
             ),
-        )?;
-        Ok(0)
+        )
     } else {
-        w(
+        line(
             out,
             format!(
                 "{} of {} series differ",
