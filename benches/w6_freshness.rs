@@ -51,9 +51,15 @@ async fn run(backend: &str) {
         .expect("SYM001 has bars");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(async move {
-        quiver::daemon::run(&mut syncer, Duration::from_secs(1), async {
-            let _ = stop_rx.await;
-        })
+        let metrics = quiver::metrics::Metrics::default();
+        quiver::daemon::run(
+            &mut syncer,
+            Duration::from_secs(1),
+            async {
+                let _ = stop_rx.await;
+            },
+            &metrics,
+        )
         .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;

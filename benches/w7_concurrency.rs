@@ -55,9 +55,15 @@ fn main() {
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = rt.spawn(async move {
-        quiver::daemon::run(&mut syncer, Duration::from_secs(1), async {
-            let _ = stop_rx.await;
-        })
+        let metrics = quiver::metrics::Metrics::default();
+        quiver::daemon::run(
+            &mut syncer,
+            Duration::from_secs(1),
+            async {
+                let _ = stop_rx.await;
+            },
+            &metrics,
+        )
         .await
     });
 

@@ -198,9 +198,15 @@ async fn run(backend: &str, partitions: usize) {
     // One-bar commits with the daemon running: each a late bar in an existing partition.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(async move {
-        quiver::daemon::run(&mut syncer, Duration::from_secs(1), async {
-            let _ = stop_rx.await;
-        })
+        let metrics = quiver::metrics::Metrics::default();
+        quiver::daemon::run(
+            &mut syncer,
+            Duration::from_secs(1),
+            async {
+                let _ = stop_rx.await;
+            },
+            &metrics,
+        )
         .await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;

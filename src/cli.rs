@@ -76,6 +76,10 @@ pub enum Command {
         /// Rebuild the cache from scratch.
         #[arg(long)]
         full: bool,
+        /// With --watch: serve Prometheus metrics at http://ADDR/metrics and a health check
+        /// at /healthz (e.g. 127.0.0.1:9187).
+        #[arg(long, value_name = "ADDR", requires = "watch")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Show the cache's state and how far behind the database it is.
     Status {
@@ -397,7 +401,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         Command::Delete(args) => run_delete(&store()?, args, out).await,
         Command::Generate(args) => run_generate(&store()?, args, out).await,
         Command::Copy(args) => run_copy(&store()?, &config, &args, out).await,
-        Command::Sync { watch, full } => run_sync(store()?, &config, watch, full, out).await,
+        Command::Sync {
+            watch,
+            full,
+            metrics,
+        } => run_sync(store()?, &config, watch, full, metrics, out).await,
         Command::Status { format, max_lag } => {
             run_status(&store()?, &config, format, max_lag, out).await
         }
@@ -515,22 +523,44 @@ async fn run_sync(
     config: &Config,
     watch: bool,
     full: bool,
+    metrics: Option<std::net::SocketAddr>,
     out: &mut dyn Write,
 ) -> Result<u8> {
-    let mut syncer =
-        Syncer::new(store, &config.cache, config.database.schema.clone())?.with_progress(true);
+    let mut syncer = Syncer::new(store.clone(), &config.cache, config.database.schema.clone())?
+        .with_progress(true);
     if !watch || full {
         line(out, syncer.pass(full).await?.to_string())?;
     }
     if watch {
+        let shared = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let _endpoint = match metrics {
+            Some(addr) => {
+                let (bound, task) = crate::metrics::serve(addr, shared.clone(), store).await?;
+                tracing::info!(
+                    "metrics at http://{bound}/metrics, health at http://{bound}/healthz"
+                );
+                Some(AbortOnDrop(task))
+            }
+            None => None,
+        };
         daemon::run(
             &mut syncer,
             config.sync.poll_interval,
             daemon::shutdown_signal(),
+            &shared,
         )
         .await?;
     }
     Ok(0)
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// `quiver status [--format] [--max-lag]`: 1 when the cache is further behind than allowed.

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::db::Store;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::sync::Syncer;
 
 /// The channel the PostgreSQL triggers notify.
@@ -33,6 +34,7 @@ pub async fn run(
     syncer: &mut Syncer,
     poll_interval: Duration,
     shutdown: impl Future<Output = ()>,
+    metrics: &Metrics,
 ) -> Result<()> {
     syncer.set_background_maintenance(true);
     let wake = Arc::new(Notify::new());
@@ -61,7 +63,15 @@ pub async fn run(
             }
         };
         let delay = match outcome {
-            Ok(_) => {
+            Ok(report) => {
+                let state = syncer.state();
+                metrics.pass_succeeded(
+                    &report,
+                    state
+                        .and_then(|s| s.sync_mark())
+                        .map(|m| m.position.clone()),
+                    state.map(|s| s.committed_ms()),
+                );
                 if failures > 0 {
                     tracing::info!(failures, "database reachable again; cache caught up");
                 }
@@ -69,6 +79,7 @@ pub async fn run(
                 poll_interval
             }
             Err(e) if retryable(&e) => {
+                metrics.pass_failed();
                 failures += 1;
                 let delay = BACKOFF_MIN
                     .saturating_mul(1 << failures.min(10))

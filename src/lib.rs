@@ -51,6 +51,7 @@ pub mod frame;
 pub mod functions;
 pub mod generate;
 pub mod import;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod progress;

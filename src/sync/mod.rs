@@ -61,6 +61,8 @@ pub struct PassReport {
     pub changed_days: usize,
     /// Rows written to new files.
     pub rows: u64,
+    /// Bytes of the new files.
+    pub bytes: u64,
     /// Partitions written.
     pub written: usize,
     /// Partitions removed (no rows left).
@@ -632,6 +634,7 @@ impl Syncer {
         Ok(PassReport {
             version: Some(version),
             written: changes.adds.len(),
+            bytes: changes.adds.iter().map(|f| f.bytes).sum(),
             removed,
             held_back,
             ..PassReport::default()

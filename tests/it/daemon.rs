@@ -131,6 +131,7 @@ fn view_partitions_are_whole(db: &TestDb, old: &[Row], new: &[Row]) {
 }
 
 both!(
+    metrics_endpoint_reports_passes_rows_and_lag,
     daemon_stops_on_sigint,
     kill_9_at_every_step_leaves_the_cache_readable_and_exact,
     daemon_follows_writes_and_stops_on_sigterm,
@@ -252,6 +253,114 @@ fn terminate(mut child: Child, signal: i32) -> (Duration, Option<i32>, String) {
         e.read_to_string(&mut err).unwrap();
     }
     (started.elapsed(), status.code(), err)
+}
+
+/// A plain HTTP GET of `path` on `addr`: the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+}
+
+async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
+    import_sample(&db, "2006-01-02-volume-min-001.txt", "FESX", "1m").await;
+    let mut child = command(&db, &["sync", "--watch", "--metrics", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let addr = loop {
+        let mut l = String::new();
+        assert!(
+            stderr.read_line(&mut l).unwrap() > 0,
+            "the daemon ended: {log}"
+        );
+        log.push_str(&l);
+        if let Some(rest) = l.split("metrics at http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    // Keep draining the log so the daemon never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    });
+    db.wait_mirrored(None, Duration::from_secs(20)).await;
+    let rows = db.count().await as f64;
+    // The counters move just after the version is visible: scrape until they show it.
+    let scrape_until = |want: f64| {
+        let started = Instant::now();
+        loop {
+            let (status, body) = http_get(&addr, "/metrics");
+            if metric(&body, "quiver_sync_rows_published_total") >= want
+                || started.elapsed() > Duration::from_secs(10)
+            {
+                return (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (status, body) = scrape_until(rows);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(metric(&body, "quiver_sync_passes_total") >= 1.0, "{body}");
+    assert_eq!(metric(&body, "quiver_sync_failures_total"), 0.0);
+    assert_eq!(
+        metric(&body, "quiver_sync_rows_published_total"),
+        rows,
+        "{body}"
+    );
+    assert!(metric(&body, "quiver_sync_bytes_published_total") > 0.0);
+    assert_eq!(metric(&body, "quiver_sync_pending_changes"), 0.0, "{body}");
+    assert_eq!(metric(&body, "quiver_sync_lag_seconds"), 0.0);
+    assert_eq!(metric(&body, "quiver_sync_held_back_partitions"), 0.0);
+    assert_eq!(metric(&body, "quiver_sync_up"), 1.0);
+    assert!(metric(&body, "quiver_sync_pass_duration_seconds_count") >= 1.0);
+    assert!(body.contains("quiver_sync_pass_duration_seconds_bucket{le=\"+Inf\"}"));
+
+    // One bar after the last: published as one more row.
+    let ts = match db.kind {
+        Kind::Sqlite => "1717425000000000".to_string(),
+        Kind::Postgres => "to_timestamp(1717425000)".to_string(),
+    };
+    db.plain_sql(&format!(
+        "INSERT INTO market_data VALUES ('FESX', '1m', {ts}, '1.5', '2', '1', '1.75', '0.001');"
+    ))
+    .await;
+    db.wait_mirrored(None, Duration::from_secs(10)).await;
+    let (_, body) = scrape_until(rows + 1.0);
+    assert_eq!(
+        metric(&body, "quiver_sync_rows_published_total"),
+        rows + 1.0,
+        "{body}"
+    );
+    assert!(metric(&body, "quiver_sync_commits_total") >= 2.0);
+
+    assert_eq!(
+        http_get(&addr, "/healthz"),
+        ("HTTP/1.1 200 OK".into(), "ok\n".into())
+    );
+    assert_eq!(http_get(&addr, "/nope").0, "HTTP/1.1 404 Not Found");
+    // SAFETY: `kill` with a valid pid of our own child and a standard signal number.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let rest = drain.join().unwrap();
+    assert!(rest.contains("SIGTERM: stopping"), "{log}{rest}");
 }
 
 async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
