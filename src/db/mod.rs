@@ -294,11 +294,22 @@ impl Store {
     /// Connects to the database named by `config.url`; the scheme picks the backend.
     /// A SQLite file and its folder are created on first use.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self> {
+        Self::open(config, false).await
+    }
+
+    /// Connects for reading only: a SQLite file opened read-only (and `query_only`), PostgreSQL
+    /// sessions whose transactions are read-only, so no statement or function can write
+    /// through it (the shell's `live.market_data`).
+    pub async fn connect_read_only(config: &DatabaseConfig) -> Result<Self> {
+        Self::open(config, true).await
+    }
+
+    async fn open(config: &DatabaseConfig, read_only: bool) -> Result<Self> {
         let url = config.url.as_str();
         let inner = if url.starts_with("sqlite:") {
-            Inner::Sqlite(sqlite::connect(url).await?)
+            Inner::Sqlite(sqlite::connect(url, read_only).await?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Inner::Postgres(postgres::connect(config).await?)
+            Inner::Postgres(postgres::connect(config, read_only).await?)
         } else {
             return Err(Error::Config {
                 path: "database.url".into(),
@@ -308,7 +319,7 @@ impl Store {
                 ),
             });
         };
-        tracing::debug!(url = %redact_url(url), "connected");
+        tracing::debug!(url = %redact_url(url), read_only, "connected");
         let direct = match &inner {
             Inner::Sqlite(p) => Some(std::sync::Arc::new(sqlite::Direct::new(p))),
             Inner::Postgres(_) => None,

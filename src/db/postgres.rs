@@ -24,11 +24,14 @@ use crate::model::{Bar, Symbol, Timeframe, fixed8_from_decimal, format_ts};
 /// Bytes of COPY text sent per message.
 const COPY_CHUNK: usize = 1 << 20;
 
-pub(super) async fn connect(config: &DatabaseConfig) -> Result<PgPool> {
+pub(super) async fn connect(config: &DatabaseConfig, read_only: bool) -> Result<PgPool> {
     let mut options = PgConnectOptions::from_str(&config.url)?
         .application_name("quiver")
         .options([("TimeZone", "UTC")])
         .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
+    if read_only {
+        options = options.options([("default_transaction_read_only", "on")]);
+    }
     if let Some(schema) = &config.schema {
         check_identifier(schema)?;
         options = options.options([("search_path", schema.as_str())]);

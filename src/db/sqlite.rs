@@ -26,16 +26,25 @@ use crate::model::{
 /// amortising the per-statement round trip to sqlx's worker thread.
 const ROWS_PER_STATEMENT: usize = 4000;
 
-pub(super) async fn connect(url: &str) -> Result<SqlitePool> {
-    let options = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
+pub(super) async fn connect(url: &str, read_only: bool) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let options = if read_only {
+        options.read_only(true).pragma("query_only", "ON")
+    } else {
+        options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+    };
+    let options = options
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .pragma("cache_size", "-65536")
         .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
     let file = options.get_filename();
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !read_only)
+    {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     Ok(SqlitePoolOptions::new()

@@ -142,7 +142,9 @@ impl PartitionStream for LivePartition {
         if let Some(filter) = filter {
             tokio::spawn(async move {
                 let result = async {
-                    let store = cell.get_or_try_init(|| Store::connect(&config)).await?;
+                    let store = cell
+                        .get_or_try_init(|| Store::connect_read_only(&config))
+                        .await?;
                     read(store, filter, &tx).await
                 }
                 .await;

@@ -36,6 +36,7 @@ both!(
     quiver_writes_are_tracked_and_leave_the_trigger_on,
     series_scans_honour_every_combination_of_bounds,
     filters_honour_every_combination_on_reads_scans_and_deletes,
+    read_only_connections_refuse_every_write,
 );
 
 /// A series scan with no bound, either bound or both returns exactly the bars inside them
@@ -565,4 +566,128 @@ async fn postgres_pool_replaces_a_connection_the_server_killed() {
         .await
         .unwrap();
     assert_ne!(pid, new_pid);
+}
+
+/// What `live.market_data` connects with cannot write, whatever the statement.
+async fn read_only_connections_refuse_every_write(db: TestDb) {
+    let bars = [bar("RO", 2, "1", "2", "0.5", "1.5", "10")];
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    let ro = quiver::Store::connect_read_only(&db.config.database)
+        .await
+        .unwrap();
+    assert_eq!(ro.read_bars(&BarFilter::default()).await.unwrap(), bars);
+    let more = [bar("RO", 3, "1", "2", "0.5", "1.5", "10")];
+    assert!(ro.insert_bars(&more, OnConflict::Error).await.is_err());
+    assert!(ro.delete_bars(&BarFilter::default()).await.is_err());
+    assert!(ro.revert().await.is_err());
+    let raw = "DELETE FROM market_data";
+    let refused = match db.kind {
+        Kind::Sqlite => sqlx::query(raw)
+            .execute(ro.sqlite_pool().unwrap())
+            .await
+            .unwrap_err(),
+        Kind::Postgres => sqlx::query(raw)
+            .execute(ro.postgres_pool().unwrap())
+            .await
+            .unwrap_err(),
+    };
+    let why = refused.to_string();
+    assert!(
+        why.contains("read-only") || why.contains("readonly"),
+        "{why}"
+    );
+    assert_eq!(
+        db.count().await,
+        1,
+        "nothing written through the read-only store"
+    );
+}
+
+/// A password in the database URL never reaches a log line, an error, `Debug` output or
+/// `status`, whatever the command (PostgreSQL: trust authentication ignores the password).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_never_reach_logs_errors_debug_or_status() {
+    use std::process::Command;
+    let db = TestDb::new(Kind::Postgres).await;
+    let secret = "s3cr3t-Pw0rd";
+    let mut url = url::Url::parse(&crate::harness::pg_url()).unwrap();
+    url.set_password(Some(secret)).unwrap();
+    let url = url.to_string();
+    let mut config = db.config.database.clone();
+    config.url = url.clone();
+    let mut seen = String::new();
+    let run = |args: &[&str], seen: &mut String| {
+        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
+            .args(args)
+            .current_dir(db.dir.path())
+            .env_remove("QUIVER_LOG")
+            .env("QUIVER_DATABASE_URL", &url)
+            .env(
+                "QUIVER_DATABASE_SCHEMA",
+                db.config.database.schema.as_deref().unwrap(),
+            )
+            .env("QUIVER_CACHE_DIR", &db.config.cache.dir)
+            .output()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+        seen.push_str(&String::from_utf8_lossy(&out.stderr));
+        out.status.code()
+    };
+    assert_eq!(
+        run(
+            &[
+                "-v",
+                "generate",
+                "--symbols",
+                "1",
+                "--days",
+                "1",
+                "--timeframe",
+                "1h"
+            ],
+            &mut seen
+        ),
+        Some(0),
+        "{seen}"
+    );
+    assert_eq!(run(&["-v", "sync"], &mut seen), Some(0), "{seen}");
+    assert_eq!(run(&["status"], &mut seen), Some(0), "{seen}");
+    assert_eq!(
+        run(&["status", "--format", "json"], &mut seen),
+        Some(0),
+        "{seen}"
+    );
+    assert_eq!(run(&["-v", "verify"], &mut seen), Some(0), "{seen}");
+    let copy_to = format!("sqlite://{}", db.path("copy.db").display());
+    assert_eq!(
+        run(&["-v", "copy", "--to", &copy_to], &mut seen),
+        Some(0),
+        "{seen}"
+    );
+    // Errors that quote the URL: a server that is not there, a URL of no known scheme.
+    let away = format!("postgres://postgres:{secret}@127.0.0.1:1/test");
+    assert_eq!(
+        run(&["--database-url", &away, "-v", "migrate"], &mut seen),
+        Some(3)
+    );
+    let odd = format!("mysql://root:{secret}@127.0.0.1/test");
+    assert_eq!(
+        run(&["--database-url", &odd, "migrate"], &mut seen),
+        Some(2)
+    );
+    assert!(seen.contains("***") || seen.contains("127.0.0.1"), "{seen}");
+    // Debug of everything that holds the URL.
+    let store = quiver::Store::connect(&config).await.unwrap();
+    let syncer =
+        quiver::Syncer::new(store.clone(), &db.config.cache, config.schema.clone()).unwrap();
+    let mut full = db.config.clone();
+    full.database = config.clone();
+    seen.push_str(&format!(
+        "{store:?} {config:?} {syncer:?} {full:?} {}",
+        store.redacted_url()
+    ));
+    assert!(!seen.contains(secret), "the password leaked:\n{seen}");
 }
