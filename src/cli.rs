@@ -43,6 +43,9 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Log lines as text or as one JSON object each (for a log collector).
+    #[arg(long, global = true, value_enum, env = "QUIVER_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -232,6 +235,15 @@ pub struct ImportArgs {
     /// What to do when a bar already exists.
     #[arg(long, value_enum, default_value_t = OnConflict::Error)]
     pub on_conflict: OnConflict,
+}
+
+/// `--log-format`
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-12-01T09:30:00Z  INFO quiver::sync: published version=…`, colored on a terminal.
+    Text,
+    /// `{"timestamp":…,"level":"INFO","fields":{"message":"published","version":…},…}`.
+    Json,
 }
 
 /// `--epoch-unit`

@@ -1,10 +1,11 @@
 //! The `quiver` binary: parse flags, set up logging, run the library command, map errors to
-//! exit statuses (0 ok, 1 failed check, 2 bad usage or input) with a one-line cause on stderr.
+//! exit statuses (0 ok, 1 failed check, 2 bad usage or input, 3 a fault) with a one-line cause
+//! on stderr.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use quiver::cli::{Cli, Command, run};
+use quiver::cli::{Cli, Command, LogFormat, run};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -20,11 +21,13 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_env("QUIVER_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("quiver={default_level},warn")));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

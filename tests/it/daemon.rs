@@ -275,11 +275,21 @@ fn metric(body: &str, name: &str) -> f64 {
 
 async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
     import_sample(&db, "2006-01-02-volume-min-001.txt", "FESX", "1m").await;
-    let mut child = command(&db, &["sync", "--watch", "--metrics", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = command(
+        &db,
+        &[
+            "--log-format",
+            "json",
+            "sync",
+            "--watch",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut log = String::new();
     let addr = loop {
@@ -361,6 +371,16 @@ async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let rest = drain.join().unwrap();
     assert!(rest.contains("SIGTERM: stopping"), "{log}{rest}");
+    // --log-format json: every line one object with its level and message.
+    for l in log.lines().chain(rest.lines()) {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{l}"
+        );
+    }
+    assert!(rest.contains("\"message\":\"published\""), "{rest}");
 }
 
 async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
