@@ -50,18 +50,7 @@ async fn run(backend: &str) {
         .map(|b| b.ts)
         .expect("SYM001 has bars");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(async move {
-        let metrics = quiver::metrics::Metrics::default();
-        quiver::daemon::run(
-            &mut syncer,
-            Duration::from_secs(1),
-            async {
-                let _ = stop_rx.await;
-            },
-            &metrics,
-        )
-        .await
-    });
+    let daemon = tokio::spawn(common::daemon_until(syncer, stop_rx));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reader = Reader::new(cache.clone()).expect("reader");
     let timeframe = "1m".parse().expect("timeframe");

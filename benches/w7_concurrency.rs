@@ -54,18 +54,7 @@ fn main() {
         .map(|s| s.version());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = rt.spawn(async move {
-        let metrics = quiver::metrics::Metrics::default();
-        quiver::daemon::run(
-            &mut syncer,
-            Duration::from_secs(1),
-            async {
-                let _ = stop_rx.await;
-            },
-            &metrics,
-        )
-        .await
-    });
+    let daemon = rt.spawn(common::daemon_until(syncer, stop_rx));
 
     // The writer: one bar per commit after the dataset's last day, rotating over symbols.
     let running = Arc::new(AtomicBool::new(true));

@@ -197,18 +197,7 @@ async fn run(backend: &str, partitions: usize) {
 
     // One-bar commits with the daemon running: each a late bar in an existing partition.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(async move {
-        let metrics = quiver::metrics::Metrics::default();
-        quiver::daemon::run(
-            &mut syncer,
-            Duration::from_secs(1),
-            async {
-                let _ = stop_rx.await;
-            },
-            &metrics,
-        )
-        .await
-    });
+    let daemon = tokio::spawn(common::daemon_until(syncer, stop_rx));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let symbols = partitions / MONTHS;
     let mut latencies = Vec::with_capacity(COMMITS);

@@ -11,6 +11,25 @@ use quiver::config::DatabaseConfig;
 use quiver::generate::{GenerateOptions, bar_count, generate_into};
 use quiver::{OnConflict, Store};
 
+/// The sync daemon over `syncer` (polling every second) until `stop` fires or its sender
+/// is dropped.
+pub async fn daemon_until(
+    mut syncer: quiver::Syncer,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> quiver::Result<()> {
+    let metrics = quiver::metrics::Metrics::default();
+    let stop = async {
+        let _ = stop.await;
+    };
+    quiver::daemon::run(
+        &mut syncer,
+        std::time::Duration::from_secs(1),
+        stop,
+        &metrics,
+    )
+    .await
+}
+
 pub fn options() -> GenerateOptions {
     GenerateOptions::new(50, 252, "1m".parse().expect("timeframe"), 42)
 }

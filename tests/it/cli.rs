@@ -7,15 +7,7 @@ use crate::harness::{TestDb, sample};
 
 /// Runs `quiver` in the test's folder against its database, with a clean environment.
 fn quiver(db: &TestDb, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(args)
-        .current_dir(db.dir.path())
-        .env_remove("QUIVER_DATABASE_URL")
-        .env_remove("QUIVER_DATABASE_SCHEMA")
-        .env_remove("QUIVER_CACHE_DIR")
-        .envs(db.env())
-        .output()
-        .expect("run quiver")
+    db.quiver(args).output().expect("run quiver")
 }
 
 fn text(b: &[u8]) -> String {
@@ -180,13 +172,7 @@ async fn exit_statuses_tell_mistakes_from_faults(db: TestDb) {
         crate::harness::Kind::Sqlite => format!("sqlite://{}", broken.display()),
         crate::harness::Kind::Postgres => "postgres://postgres@127.0.0.1:1/test".to_string(),
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(["--database-url", &url, "migrate"])
-        .current_dir(db.dir.path())
-        .env_remove("QUIVER_DATABASE_URL")
-        .env_remove("QUIVER_DATABASE_SCHEMA")
-        .output()
-        .unwrap();
+    let out = quiver(&db, &["--database-url", &url, "migrate"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
 }
 

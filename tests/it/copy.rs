@@ -1,7 +1,7 @@
 //! `quiver copy`: the table moved between the real servers both ways (SQLite to PostgreSQL
 //! from the `sqlite` test, PostgreSQL to SQLite from the `postgres` one), then compared.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::str::FromStr;
 
 use quiver::{Bar, BarFilter, OnConflict, Symbol, Timeframe};
@@ -19,15 +19,7 @@ fn copy(from: &TestDb, to: &TestDb, extra: &[&str]) -> Output {
         args.extend(["--to-schema", schema.as_str()]);
     }
     args.extend(extra);
-    Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(&args)
-        .current_dir(from.dir.path())
-        .env_remove("QUIVER_DATABASE_URL")
-        .env_remove("QUIVER_DATABASE_SCHEMA")
-        .env_remove("QUIVER_CACHE_DIR")
-        .envs(from.env())
-        .output()
-        .expect("run quiver")
+    from.quiver(&args).output().expect("run quiver")
 }
 
 fn text(b: &[u8]) -> String {

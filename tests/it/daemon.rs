@@ -12,15 +12,7 @@ use crate::harness::{Kind, TestDb, sample};
 use crate::sync::{Row, assert_mirrored, parquet_rows, rows_of_files, table_rows, tree};
 
 fn command(db: &TestDb, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_quiver"));
-    c.args(args)
-        .current_dir(db.dir.path())
-        .env_remove("QUIVER_DATABASE_URL")
-        .env_remove("QUIVER_DATABASE_SCHEMA")
-        .env_remove("QUIVER_CACHE_DIR")
-        .env_remove("QUIVER_PAUSE_AT")
-        .envs(db.env());
-    c
+    db.quiver(args)
 }
 
 fn run(db: &TestDb, args: &[&str]) -> Output {

@@ -16,16 +16,7 @@ use crate::python::{DELTA_READERS, GLOB_READERS, Readers};
 use crate::sync::{Row, assert_mirrored, parquet_rows, reader_rows, table_rows};
 
 fn quiver(db: &TestDb, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(args)
-        .current_dir(db.dir.path())
-        .env_remove("QUIVER_DATABASE_URL")
-        .env_remove("QUIVER_DATABASE_SCHEMA")
-        .env_remove("QUIVER_CACHE_DIR")
-        .env_remove("QUIVER_PAUSE_AT")
-        .envs(db.env())
-        .output()
-        .expect("run quiver")
+    db.quiver(args).output().expect("run quiver")
 }
 
 fn text(b: &[u8]) -> String {

@@ -115,6 +115,20 @@ impl TestDb {
         env
     }
 
+    /// The `quiver` binary in the test's folder, pointed at this database and cache, with
+    /// every other `QUIVER_*` setting of the developer's environment removed.
+    pub fn quiver(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"));
+        c.args(args).current_dir(self.dir.path());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("QUIVER_") {
+                c.env_remove(name);
+            }
+        }
+        c.envs(self.env());
+        c
+    }
+
     /// Number of rows in market_data.
     pub async fn count(&self) -> i64 {
         match self.kind {

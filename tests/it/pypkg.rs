@@ -8,11 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::harness::pg_url;
-use crate::python::{python, venv};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::python::{python, repo, run, venv};
 
 /// Builds the wheel (dev profile, in this build's target folder) and installs it into the
 /// test virtualenv, once per test run and under a lock shared with other test processes.
@@ -61,17 +57,6 @@ fn installed() {
             "install the wheel",
         );
     });
-}
-
-fn run(command: &mut Command, what: &str) -> String {
-    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{what} failed:\n{text}");
-    text
 }
 
 /// Runs the pytest suite on `backend` and checks that every test ran and passed.

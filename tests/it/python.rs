@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use crate::sync::Row;
 
-fn repo() -> &'static Path {
+pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -73,7 +73,8 @@ pub fn venv() -> &'static Path {
     })
 }
 
-fn run(command: &mut Command, what: &str) {
+/// Runs `command`, failing the test with its output unless it succeeds.
+pub fn run(command: &mut Command, what: &str) {
     let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),

@@ -610,7 +610,6 @@ async fn read_only_connections_refuse_every_write(db: TestDb) {
 /// `status`, whatever the command (PostgreSQL: trust authentication ignores the password).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_never_reach_logs_errors_debug_or_status() {
-    use std::process::Command;
     let db = TestDb::new(Kind::Postgres).await;
     let secret = "s3cr3t-Pw0rd";
     let mut url = url::Url::parse(&crate::harness::pg_url()).unwrap();
@@ -620,16 +619,9 @@ async fn passwords_never_reach_logs_errors_debug_or_status() {
     config.url = url.clone();
     let mut seen = String::new();
     let run = |args: &[&str], seen: &mut String| {
-        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args(args)
-            .current_dir(db.dir.path())
-            .env_remove("QUIVER_LOG")
+        let out = db
+            .quiver(args)
             .env("QUIVER_DATABASE_URL", &url)
-            .env(
-                "QUIVER_DATABASE_SCHEMA",
-                db.config.database.schema.as_deref().unwrap(),
-            )
-            .env("QUIVER_CACHE_DIR", &db.config.cache.dir)
             .output()
             .unwrap();
         seen.push_str(&String::from_utf8_lossy(&out.stdout));
