@@ -175,6 +175,7 @@ impl Shell {
         let plan = ctx.state().statement_to_plan(statement).await?;
         refuse_writes(&plan)?;
         let frame = ctx.execute_logical_plan(plan).await?;
+        tracing::debug!(sql = source.trim(), "statement running");
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await?;
         let elapsed = started.elapsed();

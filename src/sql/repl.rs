@@ -221,6 +221,10 @@ pub async fn run(shell: &mut Shell, out: &mut dyn Write) -> Result<()> {
         shell.reader.cache().root().display()
     )
     .map_err(|e| Error::io("<stdout>", e))?;
+    // One SIGINT listener for the whole session, registered before any statement runs, so a
+    // Ctrl-C that comes the moment a statement starts still cancels it.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Error::invalid(format!("cannot watch Ctrl-C: {e}")))?;
     loop {
         let names = shell.completion_names().await;
         if let Some(helper) = editor.helper_mut() {
@@ -240,7 +244,7 @@ pub async fn run(shell: &mut Shell, out: &mut dyn Write) -> Result<()> {
         let _ = editor.add_history_entry(input.as_str());
         let outcome = tokio::select! {
             r = shell.run_script(&input, "<stdin>", out) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+            _ = interrupt.recv() => None,
         };
         let _ = out.flush();
         match outcome {

@@ -394,12 +394,9 @@ impl Cli {
     }
 
     fn command(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"));
-        c.current_dir(self.db.dir.path())
-            .envs(self.db.env())
-            .env("QUIVER_HISTORY", self.db.path("history.txt"))
-            .env("NO_COLOR", "1")
-            .arg("sql");
+        let mut c = self.db.quiver(&["sql"]);
+        c.env("QUIVER_HISTORY", self.db.path("history.txt"))
+            .env("NO_COLOR", "1");
         c
     }
 
@@ -486,8 +483,9 @@ async fn golden_output_in_every_format() {
     let five = "SELECT * FROM market_data WHERE symbol = 'NVDA' AND timeframe = '1d' \
                 ORDER BY ts LIMIT 5";
     let bars = |format: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args([
+        let out = cli
+            .db
+            .quiver(&[
                 "bars",
                 "NVDA",
                 "--timeframe",
@@ -497,8 +495,6 @@ async fn golden_output_in_every_format() {
                 "--format",
                 format,
             ])
-            .current_dir(cli.dir())
-            .envs(cli.db.env())
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -579,7 +575,9 @@ async fn golden_errors() {
 async fn interactive_shell_cancels_with_ctrl_c() {
     let cli = Cli::new().await;
     let mut command = cli.command();
-    command.env("TERM", "xterm");
+    command
+        .env("TERM", "xterm")
+        .env("QUIVER_LOG", "quiver::sql=debug");
     let mut p = rexpect::session::spawn_command(command, Some(30_000)).unwrap();
     p.exp_string("quiver> ").unwrap();
 
@@ -609,7 +607,8 @@ async fn interactive_shell_cancels_with_ctrl_c() {
     // A query that would run for minutes, cancelled.
     p.send_line("SELECT sum(value) FROM range(100000000000);")
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Logged (at debug level, QUIVER_LOG above) once the statement is executing.
+    p.exp_string("statement running").unwrap();
     p.send_control('c').unwrap();
     p.exp_string("cancelled").unwrap();
     p.exp_string("quiver> ").unwrap();
