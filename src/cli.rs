@@ -395,6 +395,12 @@ impl Cli {
 /// Runs a parsed command line, writing results to `out`; returns the exit status.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
     let config = cli.config()?;
+    // The daemon watches its stop signals from the start: a SIGTERM while it connects still
+    // stops it cleanly (the default action would kill it).
+    let shutdown = match cli.command {
+        Command::Sync { watch: true, .. } => Some(daemon::shutdown_signal()?),
+        _ => None,
+    };
     // Reads of the cache never touch the database: they work where only the cache is; the
     // shell connects when a query first reads live.market_data.
     let store = match cli.command {
@@ -413,11 +419,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         Command::Delete(args) => run_delete(&store()?, args, out).await,
         Command::Generate(args) => run_generate(&store()?, args, out).await,
         Command::Copy(args) => run_copy(&store()?, &config, &args, out).await,
-        Command::Sync {
-            watch,
-            full,
-            metrics,
-        } => run_sync(store()?, &config, watch, full, metrics, out).await,
+        Command::Sync { full, metrics, .. } => {
+            run_sync(store()?, &config, shutdown, full, metrics, out).await
+        }
         Command::Status { format, max_lag } => {
             run_status(&store()?, &config, format, max_lag, out).await
         }
@@ -529,21 +533,21 @@ async fn run_generate(store: &Store, args: GenerateArgs, out: &mut dyn Write) ->
     )
 }
 
-/// `quiver sync [--watch] [--full]`
+/// `quiver sync [--watch] [--full]`: one pass, or (given the daemon's stop signal) the daemon.
 async fn run_sync(
     store: Store,
     config: &Config,
-    watch: bool,
+    shutdown: Option<impl std::future::Future<Output = ()>>,
     full: bool,
     metrics: Option<std::net::SocketAddr>,
     out: &mut dyn Write,
 ) -> Result<u8> {
     let mut syncer = Syncer::new(store.clone(), &config.cache, config.database.schema.clone())?
         .with_progress(true);
-    if !watch || full {
+    if shutdown.is_none() || full {
         line(out, syncer.pass(full).await?.to_string())?;
     }
-    if watch {
+    if let Some(shutdown) = shutdown {
         let shared = std::sync::Arc::new(crate::metrics::Metrics::default());
         let _endpoint = match metrics {
             Some(addr) => {
@@ -555,13 +559,7 @@ async fn run_sync(
             }
             None => None,
         };
-        daemon::run(
-            &mut syncer,
-            config.sync.poll_interval,
-            daemon::shutdown_signal(),
-            &shared,
-        )
-        .await?;
+        daemon::run(&mut syncer, config.sync.poll_interval, shutdown, &shared).await?;
     }
     Ok(0)
 }

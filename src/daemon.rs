@@ -157,23 +157,22 @@ fn retryable(e: &Error) -> bool {
     )
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
+/// Watches SIGINT and SIGTERM from now on (so a signal that comes while the daemon is still
+/// starting is not lost to the default action, which would kill it); the future resolves on
+/// the first of them.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| Error::Internal(format!("cannot watch {name}: {e}")))
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-        () = term => tracing::info!("SIGTERM: stopping"),
-    }
+    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        }
+    })
 }
 
 /// The source of wake-ups; stops when dropped.
