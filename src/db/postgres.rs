@@ -25,8 +25,13 @@ use crate::model::{Bar, Symbol, Timeframe, fixed8_from_decimal, format_ts};
 const COPY_CHUNK: usize = 1 << 20;
 
 pub(super) async fn connect(config: &DatabaseConfig, read_only: bool) -> Result<PgPool> {
-    let mut options = PgConnectOptions::from_str(&config.url)?
-        .application_name("quiver")
+    let mut options = PgConnectOptions::from_str(&config.url)?;
+    // `application_name` in the URL (or PGAPPNAME) tells one quiver process from another in
+    // `pg_stat_activity`; otherwise they all say "quiver".
+    if options.get_application_name().is_none() {
+        options = options.application_name("quiver");
+    }
+    let mut options = options
         .options([("TimeZone", "UTC")])
         .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
     if read_only {
