@@ -1,9 +1,9 @@
 //! The binary end to end: exit statuses, one-line errors on stderr, and the quickstart.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::both;
-use crate::harness::{TestDb, sample};
+use crate::harness::{TestDb, quiver_in, sample};
 
 /// Runs `quiver` in the test's folder against its database, with a clean environment.
 fn quiver(db: &TestDb, args: &[&str]) -> Output {
@@ -180,16 +180,7 @@ async fn exit_statuses_tell_mistakes_from_faults(db: TestDb) {
 #[tokio::test]
 async fn quickstart_on_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
-    let run = || {
-        Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .arg("quickstart")
-            .current_dir(dir.path())
-            .env_remove("QUIVER_DATABASE_URL")
-            .env_remove("QUIVER_DATABASE_SCHEMA")
-            .env_remove("QUIVER_CACHE_DIR")
-            .output()
-            .unwrap()
-    };
+    let run = || quiver_in(dir.path(), &["quickstart"]).output().unwrap();
     let out = run();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -258,12 +249,7 @@ async fn config_file_variables_and_flags_layer_in_order() {
     )
     .unwrap();
     let run = |args: &[&str], env: &[(&str, &str)]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("QUIVER_DATABASE_URL")
-            .env_remove("QUIVER_DATABASE_SCHEMA")
-            .env_remove("QUIVER_CACHE_DIR")
+        let out = quiver_in(dir.path(), args)
             .envs(env.iter().copied())
             .output()
             .unwrap();
@@ -292,9 +278,7 @@ async fn config_file_variables_and_flags_layer_in_order() {
     assert!(dir.path().join("flag.db").is_file(), "flag over variable");
     assert!(!dir.path().join("env2.db").exists());
 
-    let out = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(["--config", "missing.toml", "migrate"])
-        .current_dir(dir.path())
+    let out = quiver_in(dir.path(), &["--config", "missing.toml", "migrate"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -2,14 +2,16 @@
 //! the daemon following writes and stopping on SIGTERM, `status` and `verify`.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use quiver::cache::Cache;
 
 use crate::both;
-use crate::harness::{Kind, TestDb, sample};
-use crate::sync::{Row, assert_mirrored, parquet_rows, rows_of_files, table_rows, tree};
+use crate::harness::{Kind, Spawned, TestDb, sample};
+use crate::sync::{
+    Row, assert_mirrored, delta_rows, parquet_rows, rows_of_files, table_rows, tree,
+};
 
 fn command(db: &TestDb, args: &[&str]) -> Command {
     db.quiver(args)
@@ -43,12 +45,12 @@ async fn import_sample(db: &TestDb, file: &str, symbol: &str, tf: &str) {
 
 /// Starts `quiver <args>` paused at `point` and kills it there with SIGKILL.
 fn kill_at(db: &TestDb, args: &[&str], point: &str) {
-    let mut child = command(db, args)
-        .env("QUIVER_PAUSE_AT", point)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = db.spawn(
+        command(db, args)
+            .env("QUIVER_PAUSE_AT", point)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null()),
+    );
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut before = Vec::new();
     let line = loop {
@@ -77,18 +79,6 @@ async fn version(db: &TestDb) -> Option<u64> {
         .await
         .unwrap()
         .map(|s| s.version())
-}
-
-/// The rows of the table's newest version, read from its data files (not the plain view).
-async fn delta_rows(db: &TestDb) -> Vec<Row> {
-    let cache = Cache::new(&db.config.cache.dir);
-    let state = cache.current().await.unwrap().unwrap();
-    let table = cache.existing_table().unwrap().unwrap();
-    let files: Vec<std::path::PathBuf> = state
-        .files()
-        .map(|f| table.local_path(&f.path).unwrap())
-        .collect();
-    rows_of_files(&files)
 }
 
 /// Every partition folder of the plain view holds the rows of one version of it: the
@@ -232,7 +222,7 @@ async fn kill_9_at_every_step_leaves_the_cache_readable_and_exact(db: TestDb) {
 }
 
 /// Sends `signal` and returns how long the process took to exit, and its status.
-fn terminate(mut child: Child, signal: i32) -> (Duration, Option<i32>, String) {
+fn terminate(mut child: Spawned, signal: i32) -> (Duration, Option<i32>, String) {
     let started = Instant::now();
     // SAFETY: `kill` with a valid pid of our own child and a standard signal number.
     unsafe {
@@ -267,21 +257,21 @@ fn metric(body: &str, name: &str) -> f64 {
 
 async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
     import_sample(&db, "2006-01-02-volume-min-001.txt", "FESX", "1m").await;
-    let mut child = command(
-        &db,
-        &[
-            "--log-format",
-            "json",
-            "sync",
-            "--watch",
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = db.spawn(
+        command(
+            &db,
+            &[
+                "--log-format",
+                "json",
+                "sync",
+                "--watch",
+                "--metrics",
+                "127.0.0.1:0",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped()),
+    );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut log = String::new();
     let addr = loop {
@@ -377,11 +367,11 @@ async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
 
 async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
     import_sample(&db, "2006-01-02-volume-min-001.txt", "FESX", "1m").await;
-    let child = command(&db, &["sync", "--watch"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = db.spawn(
+        command(&db, &["sync", "--watch"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     db.wait_mirrored(None, Duration::from_secs(20)).await;
 
     // Plain SQL writes are picked up without restarting the daemon: insert, update, delete.
@@ -404,7 +394,8 @@ async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
 
     let (took, code, stderr) = terminate(child, libc::SIGTERM);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    // The grace for a running pass is 0.7 s; the margin is for a loaded runner.
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
     assert!(stderr.contains("SIGTERM: stopping"), "{stderr}");
     assert!(stderr.contains("published"), "per-pass log lines: {stderr}");
     assert_mirrored(&db, "after the daemon stopped").await;
@@ -488,15 +479,15 @@ async fn status_and_verify_report_the_cache(db: TestDb) {
 
 async fn daemon_stops_on_sigint(db: TestDb) {
     import_sample(&db, "nvda-1999-2014.txt", "NVDA", "1d").await;
-    let child = command(&db, &["sync", "--watch"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = db.spawn(
+        command(&db, &["sync", "--watch"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     db.wait_mirrored(Some(4012), Duration::from_secs(20)).await;
     let (took, code, stderr) = terminate(child, libc::SIGINT);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(took < Duration::from_secs(1), "SIGINT took {took:?}");
+    assert!(took < Duration::from_secs(5), "SIGINT took {took:?}");
     assert!(stderr.contains("SIGINT: stopping"), "{stderr}");
     assert_mirrored(&db, "after SIGINT").await;
 }

@@ -3,7 +3,7 @@
 //! time travel, checkpoints, vacuum, two syncers on one cache and the conversion of a cache of
 //! the earlier layout.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use quiver::cache::{AsOf, Cache};
 use quiver::config::CacheConfig;
@@ -182,16 +182,12 @@ async fn two_syncers_cannot_both_commit(db: TestDb) {
     assert_mirrored(&db, "after the refused commit").await;
 
     // A daemon that loses the race stops with that message and exit status 2.
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(["sync", "--watch"])
-        .current_dir(db.dir.path())
-        .env_remove("QUIVER_PAUSE_AT")
-        .env("QUIVER_LOG", "quiver=debug")
-        .envs(db.env())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut daemon = db.spawn(
+        db.quiver(&["sync", "--watch"])
+            .env("QUIVER_LOG", "quiver=debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
     use std::io::BufRead;
     let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
     let mut log = String::new();

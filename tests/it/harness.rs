@@ -35,6 +35,18 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 impl TestDb {
     /// A fresh, empty database (no migrations applied).
     pub async fn empty(kind: Kind) -> TestDb {
+        TestDb::empty_on(kind, &pg_url()).await
+    }
+
+    /// A fresh database with quiver's migrations applied, in a schema of its own on the
+    /// PostgreSQL server at `url` (a private server of a test's own, say).
+    pub async fn postgres_on(url: &str) -> TestDb {
+        let db = TestDb::empty_on(Kind::Postgres, url).await;
+        db.store.migrate().await.expect("migrate");
+        db
+    }
+
+    async fn empty_on(kind: Kind, pg_url: &str) -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = match kind {
             Kind::Sqlite => DatabaseConfig {
@@ -48,9 +60,9 @@ impl TestDb {
                     std::process::id(),
                     COUNTER.fetch_add(1, Ordering::Relaxed)
                 );
-                let admin = sqlx::PgPool::connect(&pg_url())
+                let admin = sqlx::PgPool::connect(pg_url)
                     .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL at {} is required: {e}", pg_url()));
+                    .unwrap_or_else(|e| panic!("PostgreSQL at {pg_url} is required: {e}"));
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP SCHEMA IF EXISTS {schema} CASCADE"
                 )))
@@ -59,7 +71,7 @@ impl TestDb {
                 .expect("drop stale schema");
                 admin.close().await;
                 DatabaseConfig {
-                    url: pg_url(),
+                    url: pg_url.to_string(),
                     schema: Some(schema),
                     max_connections: 4,
                 }
@@ -118,15 +130,15 @@ impl TestDb {
     /// The `quiver` binary in the test's folder, pointed at this database and cache, with
     /// every other `QUIVER_*` setting of the developer's environment removed.
     pub fn quiver(&self, args: &[&str]) -> std::process::Command {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"));
-        c.args(args).current_dir(self.dir.path());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("QUIVER_") {
-                c.env_remove(name);
-            }
-        }
+        let mut c = quiver_in(self.dir.path(), args);
         c.envs(self.env());
         c
+    }
+
+    /// Starts `quiver <args>` (stdout and stderr as `cmd` says) as a [`Spawned`] process,
+    /// which is killed if the test ends before it does.
+    pub fn spawn(&self, cmd: &mut std::process::Command) -> Spawned {
+        Spawned(cmd.spawn().expect("start quiver"))
     }
 
     /// Number of rows in market_data.
@@ -179,7 +191,9 @@ impl TestDb {
                 c.close().await.unwrap();
             }
             Kind::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
+                let mut c = sqlx::PgConnection::connect(&self.config.database.url)
+                    .await
+                    .unwrap();
                 let schema = self.config.database.schema.clone().unwrap();
                 let sql = format!("SET search_path = {schema}; {sql}");
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -195,6 +209,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(schema) = self.config.database.schema.clone() {
+            let url = self.config.database.url.clone();
             // Drop runs outside async context: a short-lived runtime on its own thread.
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -202,7 +217,7 @@ impl Drop for TestDb {
                     .build()
                     .ok()?;
                 rt.block_on(async {
-                    let pool = sqlx::PgPool::connect(&pg_url()).await.ok()?;
+                    let pool = sqlx::PgPool::connect(&url).await.ok()?;
                     sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DROP SCHEMA IF EXISTS {schema} CASCADE"
                     )))
@@ -214,6 +229,19 @@ impl Drop for TestDb {
             .join();
         }
     }
+}
+
+/// The `quiver` binary run in `dir` with every `QUIVER_*` setting of the developer's
+/// environment removed: the one way the tests run the binary.
+pub fn quiver_in(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"));
+    c.args(args).current_dir(dir);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("QUIVER_") {
+            c.env_remove(name);
+        }
+    }
+    c
 }
 
 /// Deterministic synthetic bars: `symbols` symbols, `days` trading days of `timeframe` bars.
@@ -251,4 +279,30 @@ macro_rules! both {
             }
         }
     )*};
+}
+
+/// A child process (a daemon, a paused crash-test run) that is killed with SIGKILL and reaped
+/// when dropped: a failing test never leaves a daemon running, or writing its cache.
+pub struct Spawned(pub std::process::Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
 }

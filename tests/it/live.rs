@@ -331,15 +331,6 @@ async fn idle_compaction_merges_before_the_threshold(db: TestDb) {
 }
 
 /// Kills the daemon when the test ends, failed or not.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The daemon merges an appended-to partition while it is idle, long before the partition
 /// reaches the threshold.
 async fn the_daemon_compacts_between_bursts(db: TestDb) {
@@ -354,13 +345,11 @@ async fn the_daemon_compacts_between_bursts(db: TestDb) {
         .insert_bars(&bars, OnConflict::Error)
         .await
         .unwrap();
-    let _daemon = Daemon(
+    let _daemon = db.spawn(
         quiver(&db)
             .args(["sync", "--watch", "-q"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
     let limit = std::time::Duration::from_secs(30);
     db.wait_mirrored(Some(bars.len() as u64), limit).await;
@@ -396,14 +385,7 @@ impl Rng {
 }
 
 fn quiver(db: &TestDb) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_quiver"));
-    c.current_dir(db.dir.path())
-        .env_remove("QUIVER_DATABASE_URL")
-        .env_remove("QUIVER_DATABASE_SCHEMA")
-        .env_remove("QUIVER_CACHE_DIR")
-        .env_remove("QUIVER_PAUSE_AT")
-        .envs(db.env());
-    c
+    db.quiver(&[])
 }
 
 /// Runs `quiver <args>`; with a failpoint, kills it with SIGKILL if it gets there. Returns
@@ -414,7 +396,7 @@ fn run_maybe_killed(db: &TestDb, args: &[&str], point: Option<&str>) -> bool {
     if let Some(p) = point {
         cmd.env("QUIVER_PAUSE_AT", p);
     }
-    let mut child = cmd.spawn().unwrap();
+    let mut child = db.spawn(&mut cmd);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut said = Vec::new();
     while let Some(Ok(line)) = lines.next() {

@@ -468,14 +468,7 @@ async fn a_one_week_read_opens_only_the_files_and_row_groups_it_needs(db: TestDb
 }
 
 fn quiver_cmd(db: &TestDb, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(args)
-        .current_dir(db.dir.path())
-        .env_remove("QUIVER_DATABASE_SCHEMA")
-        .env_remove("QUIVER_LOG")
-        .envs(db.env())
-        .output()
-        .unwrap()
+    db.quiver(args).output().unwrap()
 }
 
 async fn bars_and_latest_commands_print_every_format(db: TestDb) {
@@ -564,13 +557,14 @@ async fn bars_and_latest_commands_print_every_format(db: TestDb) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is after end"));
 
     // Reads need only the cache: an unreachable database does not matter.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args(["bars", "BTC/USDT", "--timeframe", "1m", "--format", "csv"])
-        .current_dir(db.dir.path())
-        .env("QUIVER_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
-        .env("QUIVER_CACHE_DIR", &db.config.cache.dir)
-        .output()
-        .unwrap();
+    let out = crate::harness::quiver_in(
+        db.dir.path(),
+        &["bars", "BTC/USDT", "--timeframe", "1m", "--format", "csv"],
+    )
+    .env("QUIVER_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+    .env("QUIVER_CACHE_DIR", &db.config.cache.dir)
+    .output()
+    .unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -145,6 +145,18 @@ pub async fn reader_rows(db: &TestDb) -> Vec<Row> {
     rows
 }
 
+/// The rows of the table's newest version, read from its data files (not the plain view).
+pub async fn delta_rows(db: &TestDb) -> Vec<Row> {
+    let cache = Cache::new(&db.config.cache.dir);
+    let state = cache.current().await.unwrap().unwrap();
+    let table = cache.existing_table().unwrap().unwrap();
+    let files: Vec<PathBuf> = state
+        .files()
+        .map(|f| table.local_path(&f.path).unwrap())
+        .collect();
+    rows_of_files(&files)
+}
+
 /// Both checks: `verify` finds no difference, and the files hold exactly the table's rows.
 pub async fn assert_mirrored(db: &TestDb, context: &str) {
     let cache = Cache::new(&db.config.cache.dir);
