@@ -8,6 +8,7 @@ mod cli;
 mod copy;
 mod daemon;
 mod delta;
+mod faults;
 mod feed;
 mod import;
 mod live;
