@@ -12,6 +12,7 @@ mod faults;
 mod feed;
 mod import;
 mod live;
+mod props;
 mod pypkg;
 mod read;
 mod shell;
