@@ -21,7 +21,8 @@ use chrono::{DateTime, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use quiver::Symbol;
 use quiver::cache::Cache;
-use quiver::read::{Bars, BarsRequest, IoMode, ReadOptions, Reader};
+use quiver::config::IoMode;
+use quiver::read::{Bars, BarsRequest, ReadOptions, Reader};
 use quiver::sync::Syncer;
 use sqlx::Row;
 

@@ -116,8 +116,8 @@ pub enum Command {
         #[arg(long, value_parser = parse_timeframe)]
         timeframe: Timeframe,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = BarsFormat::Table)]
-        format: BarsFormat,
+        #[arg(long, value_enum, default_value_t = BarsFormatArg::Table)]
+        format: BarsFormatArg,
     },
 }
 
@@ -147,8 +147,8 @@ pub struct BarsArgs {
     #[arg(long, value_name = "VERSION|TIME")]
     pub as_of: Option<String>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = BarsFormat::Table)]
-    pub format: BarsFormat,
+    #[arg(long, value_enum, default_value_t = BarsFormatArg::Table)]
+    pub format: BarsFormatArg,
 }
 
 /// `quiver sql`
@@ -161,8 +161,8 @@ pub struct SqlArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
-    pub format: SqlFormat,
+    #[arg(long, value_enum, default_value_t = SqlFormatArg::Table)]
+    pub format: SqlFormatArg,
     /// Rows a table shows at most; the total is printed below (0: all).
     #[arg(long, default_value_t = 40, value_name = "N")]
     pub maxrows: usize,
@@ -220,8 +220,8 @@ pub struct ImportArgs {
     #[arg(long, value_parser = parse_timeframe)]
     pub timeframe: Option<Timeframe>,
     /// File layout.
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
     /// Time zone of naive timestamps, e.g. America/New_York.
     #[arg(long, default_value = "UTC", value_parser = parse_tz)]
     pub tz: Tz,
@@ -233,8 +233,8 @@ pub struct ImportArgs {
     #[arg(long)]
     pub round_floats: bool,
     /// What to do when a bar already exists.
-    #[arg(long, value_enum, default_value_t = OnConflict::Error)]
-    pub on_conflict: OnConflict,
+    #[arg(long, value_enum, default_value_t = OnConflictArg::Error)]
+    pub on_conflict: OnConflictArg,
 }
 
 /// `--log-format`
@@ -245,6 +245,77 @@ pub enum LogFormat {
     /// `{"timestamp":…,"level":"INFO","fields":{"message":"published","version":…},…}`.
     Json,
 }
+
+/// A command-line choice standing for a library enum: clap's derive stays in the CLI, the
+/// library's types stay free of it. Each variant's doc comment is its `--help` text.
+macro_rules! choice {
+    ($(#[$meta:meta])* $arg:ident => $lib:ty { $($(#[$vmeta:meta])* $v:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+        pub enum $arg { $($(#[$vmeta])* $v),* }
+        impl From<$arg> for $lib {
+            fn from(a: $arg) -> $lib {
+                match a { $($arg::$v => <$lib>::$v),* }
+            }
+        }
+    };
+}
+
+choice!(
+    /// `--on-conflict`
+    OnConflictArg => OnConflict {
+        /// Refuse the whole write; nothing is stored.
+        Error,
+        /// Keep the stored bar, drop the new one.
+        Skip,
+        /// Overwrite the stored bar with the new one.
+        Replace,
+    }
+);
+
+choice!(
+    /// `quiver import --format`
+    FormatArg => Format {
+        /// Sniff the format from the first line.
+        Auto,
+        /// `Date,Open,High,Low,Close,Adj Close,Volume` (Adj Close optional and ignored).
+        Yahoo,
+        /// `Date,Time,Open,High,Low,Close,Volume,OpenInterest`.
+        Backtrader,
+        /// Binance kline rows without header: open time in epoch ms (or µs), OHLCV, ...
+        Binance,
+        /// A header naming the time, OHLCV and optionally symbol and timeframe.
+        Csv,
+        /// A Parquet file with the same columns.
+        Parquet,
+    }
+);
+
+choice!(
+    /// `quiver bars --format`, `quiver latest --format`
+    BarsFormatArg => BarsFormat {
+        /// A table.
+        Table,
+        /// CSV with a header.
+        Csv,
+        /// A JSON array of objects (decimals as strings, exact).
+        Json,
+    }
+);
+
+choice!(
+    /// `quiver sql --format`
+    SqlFormatArg => SqlFormat {
+        /// A table, cut at `--maxrows`, with the row count below it (psql, datafusion-cli).
+        Table,
+        /// CSV with a header, every row.
+        Csv,
+        /// One JSON array of objects, every row.
+        Json,
+        /// One JSON object per line, every row.
+        Ndjson,
+    }
+);
 
 /// `--epoch-unit`
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -283,8 +354,8 @@ pub struct CopyArgs {
     #[arg(long, value_name = "SCHEMA")]
     pub to_schema: Option<String>,
     /// What to do with bars the target already holds.
-    #[arg(long, value_enum, default_value_t = OnConflict::Error)]
-    pub on_conflict: OnConflict,
+    #[arg(long, value_enum, default_value_t = OnConflictArg::Error)]
+    pub on_conflict: OnConflictArg,
 }
 
 impl std::fmt::Debug for CopyArgs {
@@ -330,8 +401,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// What to do when a bar already exists.
-    #[arg(long, value_enum, default_value_t = OnConflict::Error)]
-    pub on_conflict: OnConflict,
+    #[arg(long, value_enum, default_value_t = OnConflictArg::Error)]
+    pub on_conflict: OnConflictArg,
 }
 
 fn parse_symbol(s: &str) -> Result<Symbol, String> {
@@ -438,7 +509,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             format,
         } => {
             let bars = Reader::open(&config)?.latest(&symbol, timeframe).await?;
-            line(out, output::bars(&bars, format)?)
+            line(out, output::bars(&bars, format.into())?)
         }
         Command::Sql(args) => run_sql(&config, &args, out).await,
     }
@@ -474,11 +545,11 @@ async fn run_import(store: &Store, args: ImportArgs, out: &mut dyn Write) -> Res
     let options = ImportOptions {
         symbol: args.symbol,
         timeframe: args.timeframe,
-        format: args.format,
+        format: args.format.into(),
         tz: args.tz,
         epoch: args.epoch_unit.into(),
         floats: args.round_floats,
-        on_conflict: args.on_conflict,
+        on_conflict: args.on_conflict.into(),
     };
     let report = import_files(store, &args.files, &options).await?;
     for f in &report.files {
@@ -520,7 +591,7 @@ async fn run_delete(store: &Store, args: DeleteArgs, out: &mut dyn Write) -> Res
 async fn run_generate(store: &Store, args: GenerateArgs, out: &mut dyn Write) -> Result<u8> {
     let started = Instant::now();
     let options = GenerateOptions::new(args.symbols, args.days, args.timeframe, args.seed);
-    let report = generate_into(store, &options, args.on_conflict).await?;
+    let report = generate_into(store, &options, args.on_conflict.into()).await?;
     let secs = started.elapsed().as_secs_f64();
     line(
         out,
@@ -672,7 +743,7 @@ async fn run_bars(config: &Config, args: BarsArgs, out: &mut dyn Write) -> Resul
         as_of,
     };
     let bars = Reader::open(config)?.bars(&request).await?;
-    line(out, output::bars(&bars, args.format)?)
+    line(out, output::bars(&bars, args.format.into())?)
 }
 
 /// `quiver copy`: the copy, then the comparison; 1 when a series differs.
@@ -689,7 +760,7 @@ async fn run_copy(
         max_connections: config.database.max_connections,
     })
     .await?;
-    let report = copy_table(source, &target, args.on_conflict).await?;
+    let report = copy_table(source, &target, args.on_conflict.into()).await?;
     line(
         out,
         format!(
@@ -743,7 +814,7 @@ async fn run_copy(
 async fn run_sql(config: &Config, args: &SqlArgs, out: &mut dyn Write) -> Result<u8> {
     use std::io::{IsTerminal, Read};
     let options = ShellOptions {
-        format: args.format,
+        format: args.format.into(),
         maxrows: (args.maxrows > 0).then_some(args.maxrows),
         timing: false,
     };

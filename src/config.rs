@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::read::IoMode;
 
 /// The default SQLite database, embedded, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/market.db";
@@ -324,6 +323,28 @@ pub fn redact_url(raw: &str) -> String {
         url.query_pairs_mut().clear().extend_pairs(kept);
     }
     url.to_string()
+}
+
+/// How file bytes reach the Parquet decoder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// A read-only shared mapping per file; pages are sliced out of it without copying.
+    #[default]
+    Mmap,
+    /// `pread` into a fresh buffer for every range the decoder asks for.
+    Pread,
+}
+
+impl std::str::FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "mmap" => Ok(IoMode::Mmap),
+            "pread" => Ok(IoMode::Pread),
+            _ => Err(format!("{s:?} is not an I/O mode (mmap or pread)")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::model::{
 use crate::progress;
 
 /// The layout of an input file.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
     /// Sniff the format from the first line.
     #[default]

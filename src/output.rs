@@ -154,7 +154,7 @@ pub fn status_table(status: &Status) -> Result<String> {
 }
 
 /// Output of `quiver bars` and `quiver latest`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BarsFormat {
     /// A table.
     Table,
@@ -221,7 +221,7 @@ pub fn bars(bars: &Bars, format: BarsFormat) -> Result<String> {
 }
 
 /// Output of `quiver sql`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SqlFormat {
     /// A table, cut at `--maxrows`, with the row count below it (psql, datafusion-cli).
     Table,
@@ -236,11 +236,15 @@ pub enum SqlFormat {
 impl SqlFormat {
     /// The format named `name` (as in `\format NAME`).
     pub fn parse(name: &str) -> Result<SqlFormat> {
-        <SqlFormat as clap::ValueEnum>::from_str(name, true).map_err(|_| {
-            Error::invalid(format!(
+        match name.to_ascii_lowercase().as_str() {
+            "table" => Ok(SqlFormat::Table),
+            "csv" => Ok(SqlFormat::Csv),
+            "json" => Ok(SqlFormat::Json),
+            "ndjson" => Ok(SqlFormat::Ndjson),
+            _ => Err(Error::invalid(format!(
                 "unknown format {name:?}: expected table, csv, json or ndjson"
-            ))
-        })
+            ))),
+        }
     }
 }
 

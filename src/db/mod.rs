@@ -43,7 +43,7 @@ impl std::fmt::Display for Backend {
 }
 
 /// What to do when a written bar's key `(symbol, timeframe, ts)` already exists.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnConflict {
     /// Refuse the whole write; nothing is stored.
     #[default]

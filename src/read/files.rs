@@ -33,32 +33,11 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
+use crate::config::IoMode;
 use crate::error::{Error, Result};
 
 /// Index of `ts` among the cache's columns.
 const TS_COLUMN: usize = 2;
-
-/// How file bytes reach the Parquet decoder.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IoMode {
-    /// A read-only shared mapping per file; pages are sliced out of it without copying.
-    #[default]
-    Mmap,
-    /// `pread` into a fresh buffer for every range the decoder asks for.
-    Pread,
-}
-
-impl std::str::FromStr for IoMode {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "mmap" => Ok(IoMode::Mmap),
-            "pread" => Ok(IoMode::Pread),
-            _ => Err(format!("{s:?} is not an I/O mode (mmap or pread)")),
-        }
-    }
-}
 
 /// What identifies a file's content: a published file is never modified, so the same inode
 /// with the same size and modification time has the same bytes.

@@ -45,10 +45,9 @@
 //! of `ts`, so a read decodes the pages holding its bars and little else.
 
 mod files;
+pub(crate) mod filter;
 mod snapshot;
 mod table;
-
-pub(crate) use table::Bounds;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -77,12 +76,12 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 
-pub use files::{FileCache, FileCacheStats, IoMode, OpenFile, TsPage};
+pub use files::{FileCache, FileCacheStats, OpenFile, TsPage};
 pub use snapshot::{Snapshot, Snapshots};
 pub use table::CacheTable;
 
 use crate::cache::{AsOf, Cache, DataFile, TABLE, schema};
-use crate::config::{Config, ReadConfig};
+use crate::config::{Config, IoMode, ReadConfig};
 use crate::error::{Error, Result};
 use crate::model::{Bar, Symbol, Timeframe, decimal_from_fixed8, format_ts, ts_from_micros};
 

@@ -28,7 +28,7 @@ use crate::config::DatabaseConfig;
 use crate::db::{BarFilter, Scan, Store};
 use crate::error::{Error, Result};
 use crate::model::{CACHE_PRECISION, CACHE_SCALE, Symbol, Timeframe, ts_from_micros};
-use crate::read::Bounds;
+use crate::read::filter::Bounds;
 
 /// Rows per batch handed to DataFusion.
 const BATCH_ROWS: usize = 8192;

@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use futures_util::StreamExt;
 use quiver::cache::Cache;
+use quiver::config::IoMode;
 use quiver::datafusion::physical_plan::{ExecutionPlan, collect};
-use quiver::read::{BarsRequest, IoMode, ReadOptions, Reader};
+use quiver::read::{BarsRequest, ReadOptions, Reader};
 use quiver::{Bar, BarFilter, Error, OnConflict, Symbol, Timeframe};
 
 use crate::both;
