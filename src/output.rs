@@ -164,60 +164,23 @@ pub enum BarsFormat {
     Json,
 }
 
-/// Renders bars in `format`: a table, CSV with the header of DESIGN.md §2, or a JSON array of
-/// objects; times in RFC 3339 UTC, decimals exact in plain notation (strings in JSON).
+/// Renders bars in `format` through the shell's writers ([`write_rows`]): a table, CSV with
+/// the header of DESIGN.md §2, or a JSON array of objects; times in RFC 3339 UTC, decimals
+/// exact in plain notation (strings in JSON).
 pub fn bars(bars: &Bars, format: BarsFormat) -> Result<String> {
-    const HEADER: [&str; 8] = [
-        "symbol",
-        "timeframe",
-        "ts",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-    ];
-    let rows = bars.to_text_rows()?;
-    match format {
-        BarsFormat::Table => {
-            let columns: Vec<(&str, ArrayRef)> = HEADER
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let array: ArrayRef =
-                        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i])));
-                    (*name, array)
-                })
-                .collect();
-            let batch = RecordBatch::try_from_iter(columns)?;
-            Ok(pretty_format_batches(&[batch])?.to_string())
-        }
-        BarsFormat::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            let io = |e: csv::Error| Error::invalid(format!("csv: {e}"));
-            w.write_record(HEADER).map_err(io)?;
-            for r in &rows {
-                w.write_record(r).map_err(io)?;
-            }
-            let bytes = w
-                .into_inner()
-                .map_err(|e| Error::invalid(format!("csv: {e}")))?;
-            Ok(String::from_utf8_lossy(&bytes).trim_end().to_string())
-        }
-        BarsFormat::Json => {
-            let objects: Vec<serde_json::Map<String, serde_json::Value>> = rows
-                .iter()
-                .map(|r| {
-                    HEADER
-                        .iter()
-                        .zip(r)
-                        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
-                        .collect()
-                })
-                .collect();
-            serde_json::to_string_pretty(&objects).map_err(|e| Error::invalid(format!("json: {e}")))
-        }
-    }
+    let format = match format {
+        BarsFormat::Table => SqlFormat::Table,
+        BarsFormat::Csv => SqlFormat::Csv,
+        BarsFormat::Json => SqlFormat::Json,
+    };
+    let schema = bars
+        .batches
+        .first()
+        .map(RecordBatch::schema)
+        .unwrap_or_else(crate::cache::schema);
+    let mut out = Vec::new();
+    write_rows(&schema, &bars.batches, format, usize::MAX, &mut out)?;
+    Ok(String::from_utf8_lossy(&out).trim_end().to_string())
 }
 
 /// Output of `quiver sql`.
@@ -376,6 +339,32 @@ pub fn write_result(
         SqlFormat::Table => maxrows.unwrap_or(usize::MAX).min(rows),
         _ => rows,
     };
+    write_rows(schema, batches, format, shown, out)?;
+    if format == SqlFormat::Table {
+        let noun = if rows == 1 { "row" } else { "rows" };
+        if shown < rows {
+            writeln!(
+                out,
+                "({rows} {noun}, first {shown} shown; --maxrows or \\maxrows shows more)"
+            )
+            .map_err(io)?;
+        } else {
+            writeln!(out, "({rows} {noun})").map_err(io)?;
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes the first `shown` rows of `batches` in `format` as [`printable`] text: the one
+/// pipeline of `quiver sql`'s results and `quiver bars`' output.
+pub fn write_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: SqlFormat,
+    shown: usize,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::io("<stdout>", e);
     let mut printable_batches = Vec::with_capacity(batches.len());
     let mut left = shown;
     for b in batches {
@@ -391,16 +380,6 @@ pub fn write_result(
         SqlFormat::Table => {
             let table = pretty_format_batches_with_schema(schema, &printable_batches)?;
             writeln!(out, "{table}").map_err(io)?;
-            let noun = if rows == 1 { "row" } else { "rows" };
-            if shown < rows {
-                writeln!(
-                    out,
-                    "({rows} {noun}, first {shown} shown; --maxrows or \\maxrows shows more)"
-                )
-                .map_err(io)?;
-            } else {
-                writeln!(out, "({rows} {noun})").map_err(io)?;
-            }
         }
         SqlFormat::Csv => {
             let mut w = WriterBuilder::new().with_header(true).build(&mut *out);
@@ -418,7 +397,7 @@ pub fn write_result(
         }
         SqlFormat::Ndjson => write_json::<LineDelimited>(&printable_batches, out)?,
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// Writes batches with arrow's JSON writer in layout `F`, nulls written out as `null`.

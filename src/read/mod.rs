@@ -196,27 +196,6 @@ impl Bars {
         }
         Ok(out)
     }
-
-    /// The rows as text, the way `quiver bars` prints them: RFC 3339 UTC times, decimals in
-    /// plain notation without trailing zeros.
-    pub fn to_text_rows(&self) -> Result<Vec<[String; 8]>> {
-        Ok(self
-            .to_bars()?
-            .into_iter()
-            .map(|b| {
-                [
-                    b.symbol.to_string(),
-                    b.timeframe.to_string(),
-                    format_ts(&b.ts),
-                    b.open.to_string(),
-                    b.high.to_string(),
-                    b.low.to_string(),
-                    b.close.to_string(),
-                    b.volume.to_string(),
-                ]
-            })
-            .collect())
-    }
 }
 
 /// Appends the rows of a batch of the cache's schema to `out` as typed bars.
