@@ -78,7 +78,7 @@ async fn run(backend: &str) {
         let mut seen = None;
         loop {
             let version = reader
-                .snapshot()
+                .current_version()
                 .await
                 .expect("snapshot")
                 .map(|s| s.version());

@@ -156,13 +156,21 @@ async fn run(backend: &str, partitions: usize) {
     for _ in 0..4 {
         let started = Instant::now();
         let reader = Reader::new(cache.clone()).expect("reader");
-        reader.snapshot().await.expect("open").expect("a version");
+        reader
+            .current_version()
+            .await
+            .expect("open")
+            .expect("a version");
         opens.push(started.elapsed());
     }
     let before = live_mib();
     let started = Instant::now();
     let reader = Reader::new(cache.clone()).expect("reader");
-    let opened = reader.snapshot().await.expect("open").expect("a version");
+    let opened = reader
+        .current_version()
+        .await
+        .expect("open")
+        .expect("a version");
     opens.push(started.elapsed());
     let reader_mib = live_mib() - before;
     opens.sort();
@@ -218,7 +226,7 @@ async fn run(backend: &str, partitions: usize) {
         let mut seen = None;
         loop {
             let version = reader
-                .snapshot()
+                .current_version()
                 .await
                 .expect("snapshot")
                 .map(|s| s.version());

@@ -111,13 +111,13 @@ fn bar(symbol: &Symbol, ts: DateTime<Utc>, cents: i64) -> Bar {
 
 /// The most files any partition has in the reader's current version, and whether every
 /// symbol in `symbols` has a bar at or after `ts`.
-fn look(snapshot: &quiver::read::Snapshot, symbols: &[Symbol], ts: i64) -> (usize, bool) {
+fn look(version: &quiver::read::LoadedVersion, symbols: &[Symbol], ts: i64) -> (usize, bool) {
     let mut most = 0;
-    for p in snapshot.state.partitions().values() {
+    for p in version.state.partitions().values() {
         most = most.max(p.len());
     }
     let visible = symbols.iter().all(|s| {
-        snapshot
+        version
             .series(s.as_str(), "1m")
             .last()
             .is_some_and(|f| f.max_ts >= ts)
@@ -144,7 +144,7 @@ async fn run(backend: &str) {
         .expect("syncer")
         .pass(false)
         .await
-        .expect("snapshot");
+        .expect("version");
     eprintln!("{backend}: initial snapshot in {:.1?}", started.elapsed());
 
     let env = |c: &mut std::process::Command| {
@@ -201,14 +201,14 @@ async fn run(backend: &str) {
         let committed = Instant::now();
         let mut seen = None;
         loop {
-            let snapshot = reader
-                .snapshot()
+            let version = reader
+                .current_version()
                 .await
-                .expect("snapshot")
+                .expect("version")
                 .expect("a version");
-            if Some(snapshot.version()) != seen {
-                seen = Some(snapshot.version());
-                let (most, visible) = look(&snapshot, &symbols, ts.timestamp_micros());
+            if Some(version.version()) != seen {
+                seen = Some(version.version());
+                let (most, visible) = look(&version, &symbols, ts.timestamp_micros());
                 most_files = most_files.max(most);
                 if visible {
                     latencies.push(committed.elapsed());
@@ -263,16 +263,16 @@ async fn run(backend: &str) {
             committed[i] = Some(at);
             pending += 1;
         }
-        let snapshot = reader
-            .snapshot()
+        let version = reader
+            .current_version()
             .await
-            .expect("snapshot")
+            .expect("version")
             .expect("a version");
-        if Some(snapshot.version()) != seen && pending > 0 {
-            seen = Some(snapshot.version());
+        if Some(version.version()) != seen && pending > 0 {
+            seen = Some(version.version());
             let now = Instant::now();
             for (j, s) in writer_symbols_iter(&symbols).enumerate() {
-                let newest = snapshot.series(s.as_str(), "1m").last().map(|f| f.max_ts);
+                let newest = version.series(s.as_str(), "1m").last().map(|f| f.max_ts);
                 let Some(newest) = newest else { continue };
                 // Bars of symbol j are commits j, j + 200, …; the k-th is at base + k minutes.
                 let mut i = j;

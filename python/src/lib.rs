@@ -617,8 +617,8 @@ impl Reader {
     /// The newest version of the cache (the Delta table's), or `None` before the first sync.
     fn version(&self, py: Python<'_>) -> PyResult<Option<u64>> {
         let reader = self.inner.clone();
-        let snapshot = run(py, async move { reader.snapshot().await })?;
-        Ok(snapshot.map(|s| s.version()))
+        let loaded = run(py, async move { reader.current_version().await })?;
+        Ok(loaded.map(|s| s.version()))
     }
 
     fn __repr__(&self) -> String {

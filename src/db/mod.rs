@@ -463,7 +463,7 @@ impl Store {
 
     /// The changes committed after `since`, and the position that follows them.
     ///
-    /// Reading the table afterwards (in any later snapshot) and applying what it holds for
+    /// Reading the table afterwards (in any later transaction) and applying what it holds for
     /// these days brings a mirror up to `next` at least; a change that commits meanwhile is
     /// reported again by the next call, never lost. On SQLite this closes the open epoch with a
     /// short write, but only when there is something to close.

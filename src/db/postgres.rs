@@ -315,7 +315,7 @@ pub(super) async fn changes_since(pool: &PgPool, since: &FeedPosition) -> Result
             )));
         }
     };
-    // One snapshot for the horizon and the log, so they agree.
+    // One transaction (one view of the database) for the horizon and the log, so they agree.
     let mut tx = pool
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;

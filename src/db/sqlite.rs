@@ -484,7 +484,7 @@ pub(super) fn scan_sqlx(pool: &SqlitePool, scan: Scan) -> ScanStream<'_> {
 /// sqlx moves each row through its worker's channel as a boxed value set, which caps a scan
 /// near 270k rows/s; stepping the statement directly on a blocking thread reads several times
 /// faster. The sync pass scans through these: the snapshot, and every changed partition it
-/// re-reads. One statement is one read transaction, so each scan is one consistent snapshot
+/// re-reads. One statement is one read transaction, so each scan is one consistent view
 /// of what it reads.
 #[derive(Debug)]
 pub(super) struct Direct {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, expr::InList};
 use datafusion::scalar::ScalarValue;
 
-use super::snapshot::Snapshot;
+use super::versions::LoadedVersion;
 use crate::cache::DataFile;
 
 /// What filters say about the rows that can match: sets of symbols and timeframes (`None`:
@@ -61,17 +61,17 @@ impl Bounds {
         }
     }
 
-    /// The files of `snapshot` that can hold matching rows: through the series index when
+    /// The files of `version` that can hold matching rows: through the series index when
     /// the filters name symbols and timeframes, else by looking at every file.
-    pub fn files<'s>(&self, snapshot: &'s Snapshot) -> Vec<&'s Arc<DataFile>> {
+    pub fn files<'s>(&self, version: &'s LoadedVersion) -> Vec<&'s Arc<DataFile>> {
         match (&self.symbols, &self.timeframes) {
             (Some(symbols), Some(timeframes)) => symbols
                 .iter()
                 .flat_map(|s| timeframes.iter().map(move |t| (s, t)))
-                .flat_map(|(s, t)| snapshot.series(s, t))
+                .flat_map(|(s, t)| version.series(s, t))
                 .filter(|p| self.admits(p))
                 .collect(),
-            _ => snapshot.state.files().filter(|p| self.admits(p)).collect(),
+            _ => version.state.files().filter(|p| self.admits(p)).collect(),
         }
     }
 

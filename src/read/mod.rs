@@ -46,8 +46,8 @@
 
 mod files;
 pub(crate) mod filter;
-mod snapshot;
 mod table;
+mod versions;
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -77,8 +77,8 @@ use datafusion::scalar::ScalarValue;
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 
 pub use files::{FileCache, FileCacheStats, OpenFile, TsPage};
-pub use snapshot::{Snapshot, Snapshots};
 pub use table::CacheTable;
+pub use versions::{LoadedVersion, Versions};
 
 use crate::cache::{AsOf, Cache, DataFile, TABLE, schema};
 use crate::config::{Config, IoMode, ReadConfig};
@@ -302,7 +302,7 @@ pub struct ReaderStats {
 }
 
 struct Inner {
-    snapshots: Arc<Snapshots>,
+    versions: Arc<Versions>,
     files: Arc<FileCache>,
     ctx: SessionContext,
     parquet: TableParquetOptions,
@@ -320,7 +320,7 @@ pub struct Reader {
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
-            .field("cache", self.inner.snapshots.cache())
+            .field("cache", self.inner.versions.cache())
             .field("options", &self.inner.options)
             .finish()
     }
@@ -362,7 +362,7 @@ impl Reader {
 
     /// A reader of the cache under `cache`.
     pub fn with_options(cache: Cache, options: ReadOptions) -> Result<Reader> {
-        let snapshots = Arc::new(Snapshots::new(cache));
+        let versions = Arc::new(Versions::new(cache));
         let files = Arc::new(FileCache::new(options.open_files, options.io));
         let mut config = SessionConfig::new().with_information_schema(true);
         // quiver writes no bloom filters: looking for them cost 25 µs per file and query.
@@ -372,7 +372,7 @@ impl Reader {
         }
         let ctx = SessionContext::new_with_config(config);
         crate::functions::register(&ctx);
-        let table = CacheTable::new(snapshots.clone(), files.clone());
+        let table = CacheTable::new(versions.clone(), files.clone());
         ctx.register_udtf(
             "market_data_as_of",
             Arc::new(table::AsOfFunction::new(table.as_of(AsOf::Latest))),
@@ -381,7 +381,7 @@ impl Reader {
         let parquet = ctx.state().table_options().parquet.clone();
         Ok(Reader {
             inner: Arc::new(Inner {
-                snapshots,
+                versions,
                 files,
                 ctx,
                 parquet,
@@ -399,7 +399,7 @@ impl Reader {
 
     /// The cache folder.
     pub fn cache(&self) -> &Cache {
-        self.inner.snapshots.cache()
+        self.inner.versions.cache()
     }
 
     /// The options in use.
@@ -408,14 +408,14 @@ impl Reader {
     }
 
     /// The newest version (`None` before the first sync).
-    pub async fn snapshot(&self) -> Result<Option<Arc<Snapshot>>> {
-        self.inner.snapshots.current().await
+    pub async fn current_version(&self) -> Result<Option<Arc<LoadedVersion>>> {
+        self.inner.versions.current().await
     }
 
     /// The version `as_of` names (time travel), or the newest.
-    pub async fn snapshot_at(&self, as_of: AsOf) -> Result<Arc<Snapshot>> {
+    pub async fn version_at(&self, as_of: AsOf) -> Result<Arc<LoadedVersion>> {
         self.inner
-            .snapshots
+            .versions
             .at(as_of)
             .await?
             .ok_or_else(|| Error::EmptyCache {
@@ -453,8 +453,8 @@ impl Reader {
     async fn open_stream(&self, request: &BarsRequest, whole: bool) -> Result<BarStream> {
         let started = Instant::now();
         request.check()?;
-        let snapshot = self.snapshot_at(request.as_of).await?;
-        let scan = self.plan_series(&snapshot, request, true)?;
+        let version = self.version_at(request.as_of).await?;
+        let scan = self.plan_series(&version, request, true)?;
         let start = request.start.map(|t| t.timestamp_micros());
         let stream = self.run_series(scan, true, whole)?;
         Ok(BarStream::new(stream, start, self.clone(), started))
@@ -474,7 +474,7 @@ impl Reader {
         let Some(first) = requests.first() else {
             return Err(Error::invalid("a merged read needs at least one series"));
         };
-        let snapshot = self.snapshot_at(first.as_of).await?;
+        let version = self.version_at(first.as_of).await?;
         if let Some(other) = requests.iter().find(|r| r.as_of != first.as_of) {
             return Err(Error::invalid(format!(
                 "a merged read is of one version: {:?} and {:?} differ",
@@ -485,7 +485,7 @@ impl Reader {
         let mut scans = Vec::with_capacity(requests.len());
         for request in requests {
             request.check()?;
-            scans.push(self.plan_series(&snapshot, request, false)?);
+            scans.push(self.plan_series(&version, request, false)?);
         }
         let wanted: usize = scans.iter().map(|s| s.limit).fold(0, usize::saturating_add);
         let range_of = (first.clone(), scans[0].first_last);
@@ -525,8 +525,8 @@ impl Reader {
 
     /// The latest bar of a series.
     pub async fn latest(&self, symbol: &Symbol, timeframe: Timeframe) -> Result<Bars> {
-        let snapshot = self.snapshot_at(AsOf::Latest).await?;
-        let entries = self.series_entries(&snapshot, symbol, timeframe)?;
+        let version = self.version_at(AsOf::Latest).await?;
+        let entries = self.series_entries(&version, symbol, timeframe)?;
         let last = entries.iter().map(|p| p.max_ts).max().unwrap_or(i64::MIN);
         let at = ts_from_micros(last)?;
         let request = BarsRequest::new(symbol.clone(), timeframe)
@@ -537,17 +537,17 @@ impl Reader {
 
     fn series_entries<'s>(
         &self,
-        snapshot: &'s Snapshot,
+        version: &'s LoadedVersion,
         symbol: &Symbol,
         timeframe: Timeframe,
     ) -> Result<&'s [Arc<DataFile>]> {
         let timeframe = timeframe.to_string();
-        let entries = snapshot.series(symbol.as_str(), &timeframe);
+        let entries = version.series(symbol.as_str(), &timeframe);
         if entries.is_empty() {
             return Err(Error::UnknownSeries {
                 symbol: symbol.to_string(),
                 timeframe,
-                timeframes: snapshot.timeframes_of(symbol.as_str()),
+                timeframes: version.timeframes_of(symbol.as_str()),
             });
         }
         Ok(entries)
@@ -557,11 +557,11 @@ impl Reader {
     /// index, and plans the scan.
     fn plan_series(
         &self,
-        snapshot: &Snapshot,
+        version: &LoadedVersion,
         request: &BarsRequest,
         single: bool,
     ) -> Result<SeriesScan> {
-        let entries = self.series_entries(snapshot, &request.symbol, request.timeframe)?;
+        let entries = self.series_entries(version, &request.symbol, request.timeframe)?;
         let first_last = (
             entries.iter().map(|p| p.min_ts).min().unwrap_or(0),
             entries.iter().map(|p| p.max_ts).max().unwrap_or(0),
@@ -570,7 +570,7 @@ impl Reader {
         let end = request.end.map_or(i64::MAX, |t| t.timestamp_micros());
         let limit = request.limit.unwrap_or(usize::MAX);
         let files = &self.inner.files;
-        let open = |p: &DataFile| files.open(&snapshot.path(p));
+        let open = |p: &DataFile| files.open(&version.path(p));
         // No file overlaps the range: nothing to scan for it.
         let range_files = entries.iter().any(|p| p.max_ts >= start && p.min_ts <= end);
         if single && !range_files && limit > 0 {
@@ -649,7 +649,7 @@ impl Reader {
             partitions,
             parquet: &self.inner.parquet,
         };
-        let plan = table::scan_files(snapshot, &needed, files, spec)?;
+        let plan = table::scan_files(version, &needed, files, spec)?;
         Ok(SeriesScan {
             plan,
             lo,

@@ -1,6 +1,6 @@
 //! `market_data` as a DataFusion table over the published version of the cache.
 //!
-//! Each scan takes the table's version at that moment (see [`super::snapshot`]), or the one a
+//! Each scan takes the table's version at that moment (see [`super::version`]), or the one a
 //! time-travelling table is pinned to, and hands DataFusion only the files that can hold
 //! matching rows: equality and `IN` filters on `symbol` and `timeframe` select series exactly
 //! (every file holds one series, so those filters are answered by the file choice alone), and
@@ -36,24 +36,24 @@ use datafusion::scalar::ScalarValue;
 
 use super::files::{FileCache, OpenFile, OpenFileReaderFactory};
 use super::filter::{Bounds, answered_by_file_choice, micros_literal, ts_filter_holds};
-use super::snapshot::{Snapshot, Snapshots};
+use super::versions::{LoadedVersion, Versions};
 use crate::cache::{AsOf, DataFile, schema};
 use crate::error::{Error, Result};
 
 /// The cache's `market_data` table: the newest version, or a version of the past.
 #[derive(Debug)]
 pub struct CacheTable {
-    snapshots: Arc<Snapshots>,
+    versions: Arc<Versions>,
     files: Arc<FileCache>,
     as_of: AsOf,
 }
 
 impl CacheTable {
-    /// The table over the versions `snapshots` follows, reading through `files`: each scan
+    /// The table over the versions `versions` follows, reading through `files`: each scan
     /// reads the newest version.
-    pub fn new(snapshots: Arc<Snapshots>, files: Arc<FileCache>) -> CacheTable {
+    pub fn new(versions: Arc<Versions>, files: Arc<FileCache>) -> CacheTable {
         CacheTable {
-            snapshots,
+            versions,
             files,
             as_of: AsOf::Latest,
         }
@@ -62,7 +62,7 @@ impl CacheTable {
     /// The same table as of another version (time travel).
     pub fn as_of(&self, as_of: AsOf) -> CacheTable {
         CacheTable {
-            snapshots: self.snapshots.clone(),
+            versions: self.versions.clone(),
             files: self.files.clone(),
             as_of,
         }
@@ -136,11 +136,11 @@ fn file_statistics(entry: &DataFile) -> Statistics {
     }
 }
 
-/// A DataFusion Parquet scan over `entries` of `snapshot`, in `(symbol, timeframe, ts)` order
+/// A DataFusion Parquet scan over `entries` of `version`, in `(symbol, timeframe, ts)` order
 /// within each of at most `spec.partitions` file groups. The files are opened (mapped) here,
 /// so the scan keeps reading them even if their version is deleted meanwhile.
 pub(crate) fn scan_files(
-    snapshot: &Snapshot,
+    version: &LoadedVersion,
     entries: &[&Arc<DataFile>],
     files: &FileCache,
     spec: ScanSpec<'_>,
@@ -165,7 +165,7 @@ pub(crate) fn scan_files(
     let mut total = Statistics::new_unknown(&table_schema);
     total.num_rows = Precision::Exact(0);
     for entry in &sorted {
-        let path = snapshot.path(entry);
+        let path = version.path(entry);
         let open: Arc<OpenFile> = files.open(&path)?;
         let stats = file_statistics(entry);
         total.num_rows = total.num_rows.add(&stats.num_rows);
@@ -278,14 +278,14 @@ impl TableProvider for CacheTable {
         // during one planning) is retried on the newer one.
         let mut attempt = 0;
         loop {
-            let Some(snapshot) = self.snapshots.at(self.as_of).await? else {
+            let Some(version) = self.versions.at(self.as_of).await? else {
                 let projected = match projection {
                     Some(p) => Arc::new(schema().project(p)?),
                     None => schema(),
                 };
                 return Ok(Arc::new(EmptyExec::new(projected)));
             };
-            let entries = bounds.files(&snapshot);
+            let entries = bounds.files(&version);
             // The `ts` filters are exact: files inside them need no filtering; if any file
             // straddles one, the scan filters rows (and prunes pages) by them.
             let time_filters: Vec<&Expr> = filters
@@ -326,7 +326,7 @@ impl TableProvider for CacheTable {
                 partitions: state.config().target_partitions(),
                 parquet: &state.table_options().parquet,
             };
-            let scanned = scan_files(&snapshot, &entries, &self.files, spec)
+            let scanned = scan_files(&version, &entries, &self.files, spec)
                 .and_then(|plan| filtered(plan, predicate, scan_projection.as_deref(), projection));
             match scanned {
                 Err(Error::Io { source, .. })

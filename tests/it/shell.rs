@@ -239,10 +239,18 @@ async fn warmup(db: TestDb) {
         .unwrap();
     assert_eq!(bars.warmup, 20);
     let expected: Vec<Vec<String>> = bars
-        .to_text_rows()
+        .to_bars()
         .unwrap()
         .into_iter()
-        .map(Vec::from)
+        .map(|b| {
+            let mut row = vec![
+                b.symbol.to_string(),
+                b.timeframe.to_string(),
+                quiver::model::format_ts(&b.ts),
+            ];
+            row.extend([b.open, b.high, b.low, b.close, b.volume].map(|d| d.to_string()));
+            row
+        })
         .collect();
     assert_eq!(
         expected.len(),

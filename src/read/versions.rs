@@ -22,13 +22,13 @@ const PINNED: usize = 4;
 
 /// One version of the table as a reader uses it.
 #[derive(Debug)]
-pub struct Snapshot {
+pub struct LoadedVersion {
     /// The version.
     pub state: TableState,
     root: PathBuf,
 }
 
-impl Snapshot {
+impl LoadedVersion {
     /// The version number (the Delta table's own).
     pub fn version(&self) -> u64 {
         self.state.version()
@@ -52,19 +52,19 @@ impl Snapshot {
 
 /// Follows the Delta table of one cache.
 #[derive(Debug)]
-pub struct Snapshots {
+pub struct Versions {
     cache: Cache,
     table: Mutex<Option<Table>>,
-    current: Mutex<Option<Arc<Snapshot>>>,
+    current: Mutex<Option<Arc<LoadedVersion>>>,
     refreshing: tokio::sync::Mutex<()>,
     pointer_checked: Mutex<Instant>,
-    pinned: Mutex<lru::LruCache<u64, Arc<Snapshot>>>,
+    pinned: Mutex<lru::LruCache<u64, Arc<LoadedVersion>>>,
 }
 
-impl Snapshots {
+impl Versions {
     /// Follows the cache under `cache`.
-    pub fn new(cache: Cache) -> Snapshots {
-        Snapshots {
+    pub fn new(cache: Cache) -> Versions {
+        Versions {
             cache,
             table: Mutex::new(None),
             current: Mutex::new(None),
@@ -89,14 +89,14 @@ impl Snapshots {
         Ok(table.clone())
     }
 
-    fn wrap(&self, table: &Table, state: TableState) -> Arc<Snapshot> {
-        Arc::new(Snapshot {
+    fn wrap(&self, table: &Table, state: TableState) -> Arc<LoadedVersion> {
+        Arc::new(LoadedVersion {
             state,
             root: table.local_path("").unwrap_or_default(),
         })
     }
 
-    fn seen(&self) -> Option<Arc<Snapshot>> {
+    fn seen(&self) -> Option<Arc<LoadedVersion>> {
         self.current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -104,7 +104,7 @@ impl Snapshots {
     }
 
     /// The newest version; `None` before the first sync.
-    pub async fn current(&self) -> Result<Option<Arc<Snapshot>>> {
+    pub async fn current(&self) -> Result<Option<Arc<LoadedVersion>>> {
         let Some(table) = self.table()? else {
             return Ok(None);
         };
@@ -145,7 +145,7 @@ impl Snapshots {
     }
 
     /// The version `as_of` names; `None` only for [`AsOf::Latest`] before the first sync.
-    pub async fn at(&self, as_of: AsOf) -> Result<Option<Arc<Snapshot>>> {
+    pub async fn at(&self, as_of: AsOf) -> Result<Option<Arc<LoadedVersion>>> {
         let Some(table) = self.table()? else {
             return Ok(None);
         };
@@ -170,13 +170,13 @@ impl Snapshots {
         let state = table
             .load_at(AsOf::Version(version), LoadOptions::default())
             .await?;
-        let snapshot = state.map(|s| self.wrap(&table, s));
-        if let Some(s) = &snapshot {
+        let loaded = state.map(|s| self.wrap(&table, s));
+        if let Some(s) = &loaded {
             self.pinned
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .put(version, s.clone());
         }
-        Ok(snapshot)
+        Ok(loaded)
     }
 }
