@@ -16,5 +16,6 @@ mod props;
 mod pypkg;
 mod read;
 mod shell;
+mod slt;
 mod store;
 mod sync;
