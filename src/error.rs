@@ -84,17 +84,31 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The database rejected a statement or could not be reached.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    /// The database rejected a statement or could not be reached, while doing `what` (the
+    /// operation of the store that failed, when known).
+    #[error("database: {}{source}", what.as_deref().map(|w| format!("{w}: ")).unwrap_or_default())]
+    Database {
+        /// The store's operation: `reading the change log`, `writing bars`, ...
+        what: Option<String>,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
 
     /// Reading SQLite directly (the fast full-table scan) failed.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
 
-    /// Building or formatting Arrow data failed.
-    #[error("arrow: {0}")]
-    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// Building or formatting Arrow data failed: what was being built (a partition's rows, a
+    /// checkpoint, a result for output), and why.
+    #[error("{what}: arrow: {source}")]
+    Arrow {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: datafusion::arrow::error::ArrowError,
+    },
 
     /// A DataFusion query over the cache failed.
     #[error("query: {0}")]
@@ -149,9 +163,15 @@ pub enum Error {
     #[error("{0}")]
     EmptyRange(Box<EmptyRange>),
 
-    /// Writing or reading a Parquet file failed.
-    #[error("parquet: {0}")]
-    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// Encoding or decoding Parquet failed: the file or partition, and why.
+    #[error("{what}: parquet: {source}")]
+    Parquet {
+        /// The file or partition, and what was being done to it.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: datafusion::parquet::errors::ParquetError,
+    },
 
     /// Applying or reverting migrations failed.
     #[error("migration: {0}")]
@@ -238,6 +258,54 @@ fn unknown_series(symbol: &str, timeframe: &str, timeframes: &[String]) -> Strin
     }
 }
 
+impl From<sqlx::Error> for Error {
+    fn from(source: sqlx::Error) -> Self {
+        Error::Database { what: None, source }
+    }
+}
+
+/// Names the store operation a database error happened in: `.during("writing bars")`.
+pub(crate) trait During<T> {
+    /// The result, with `what` recorded in a database error that has no operation yet.
+    fn during(self, what: &str) -> Result<T>;
+}
+
+impl<T> During<T> for Result<T> {
+    fn during(self, what: &str) -> Result<T> {
+        self.map_err(|e| match e {
+            Error::Database { what: None, source } => Error::Database {
+                what: Some(what.to_string()),
+                source,
+            },
+            other => other,
+        })
+    }
+}
+
+/// Names what was being done when an Arrow or Parquet call failed: `.context(|| ...)?`.
+pub(crate) trait Context<T> {
+    /// The error, wrapped with `what` (called only on failure).
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, datafusion::arrow::error::ArrowError> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Arrow {
+            what: what(),
+            source,
+        })
+    }
+}
+
+impl<T> Context<T> for std::result::Result<T, datafusion::parquet::errors::ParquetError> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Parquet {
+            what: what(),
+            source,
+        })
+    }
+}
+
 impl From<datafusion::error::DataFusionError> for Error {
     /// Unwraps quiver's own errors that travelled through DataFusion (from inside a table
     /// scan or a stream), so they keep their type.
@@ -312,10 +380,10 @@ impl Error {
                 D::Plan(_) | D::SQL(..) | D::SchemaError(..) | D::NotImplemented(_) => 2,
                 _ => 3,
             },
-            Error::Database(_)
+            Error::Database { .. }
             | Error::Sqlite(_)
-            | Error::Arrow(_)
-            | Error::Parquet(_)
+            | Error::Arrow { .. }
+            | Error::Parquet { .. }
             | Error::Migrate(_)
             | Error::Storage { .. }
             | Error::DeltaLog { .. }

@@ -17,7 +17,12 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::{pretty_format_batches, pretty_format_batches_with_schema};
 
 use crate::db::SeriesSummary;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+
+/// What an Arrow error while printing says it was doing.
+fn what() -> String {
+    "formatting the output".into()
+}
 use crate::model::format_ts;
 use crate::read::Bars;
 use crate::sync::Status;
@@ -36,8 +41,9 @@ pub fn series_table(series: &[SeriesSummary]) -> Result<String> {
         ),
         ("first", strings(&|s| format_ts(&s.first))),
         ("last", strings(&|s| format_ts(&s.last))),
-    ])?;
-    Ok(pretty_format_batches(&[batch])?.to_string())
+    ])
+    .context(what)?;
+    Ok(pretty_format_batches(&[batch]).context(what)?.to_string())
 }
 
 /// Renders `quiver status` as a two-column table of fields and values.
@@ -149,8 +155,9 @@ pub fn status_table(status: &Status) -> Result<String> {
                 rows.iter().map(|r| r.1.as_str()),
             )) as ArrayRef,
         ),
-    ])?;
-    Ok(pretty_format_batches(&[batch])?.to_string())
+    ])
+    .context(what)?;
+    Ok(pretty_format_batches(&[batch]).context(what)?.to_string())
 }
 
 /// Output of `quiver bars` and `quiver latest`.
@@ -256,11 +263,12 @@ pub fn printable(batch: &RecordBatch) -> Result<RecordBatch> {
         .iter()
         .map(printable_column)
         .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new_with_options(
+    RecordBatch::try_new_with_options(
         schema,
         columns,
         &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )?)
+    )
+    .context(what)
 }
 
 fn printable_column(array: &ArrayRef) -> Result<ArrayRef> {
@@ -281,12 +289,13 @@ fn printable_column(array: &ArrayRef) -> Result<ArrayRef> {
         | DataType::Decimal64(..)
         | DataType::Decimal128(..)
         | DataType::Decimal256(..) => {
-            let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())?;
+            let formatter =
+                ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default()).context(what)?;
             text(&|i| Ok(trim_decimal(formatter.value(i).to_string())))
         }
         DataType::Timestamp(unit, tz) => {
             let utc = tz.is_some();
-            let values = cast(array, &DataType::Int64)?;
+            let values = cast(array, &DataType::Int64).context(what)?;
             let values = values.as_primitive::<Int64Type>();
             text(&|i| {
                 let v = values.value(i);
@@ -378,16 +387,17 @@ pub fn write_rows(
     let schema = printable_schema(schema);
     match format {
         SqlFormat::Table => {
-            let table = pretty_format_batches_with_schema(schema, &printable_batches)?;
+            let table =
+                pretty_format_batches_with_schema(schema, &printable_batches).context(what)?;
             writeln!(out, "{table}").map_err(io)?;
         }
         SqlFormat::Csv => {
             let mut w = WriterBuilder::new().with_header(true).build(&mut *out);
             if printable_batches.is_empty() {
-                w.write(&RecordBatch::new_empty(schema))?;
+                w.write(&RecordBatch::new_empty(schema)).context(what)?;
             }
             for b in &printable_batches {
-                w.write(b)?;
+                w.write(b).context(what)?;
             }
         }
         SqlFormat::Json => {
@@ -406,8 +416,8 @@ fn write_json<F: JsonFormat>(batches: &[RecordBatch], out: &mut dyn Write) -> Re
         .with_explicit_nulls(true)
         .build::<_, F>(out);
     for b in batches {
-        w.write(b)?;
+        w.write(b).context(what)?;
     }
-    w.finish()?;
+    w.finish().context(what)?;
     Ok(())
 }

@@ -103,7 +103,7 @@ fn exception(e: &quiver::Error, message: String) -> PyErr {
         E::EmptyRange(_) => EmptyRangeError::new_err(message),
         E::InvalidRange { .. } => InvalidRangeError::new_err(message),
         E::EmptyCache { .. } => EmptyCacheError::new_err(message),
-        E::Database(_) | E::Sqlite(_) | E::Migrate(_) => DatabaseError::new_err(message),
+        E::Database { .. } | E::Sqlite(_) | E::Migrate(_) => DatabaseError::new_err(message),
         _ => Error::new_err(message),
     }
 }
@@ -729,7 +729,12 @@ impl Store {
             .detach(move || {
                 let bars = bars_from_batches(
                     "frame",
-                    reader.map(|b| b.map_err(quiver::Error::from)),
+                    reader.map(|b| {
+                        b.map_err(|source| quiver::Error::Arrow {
+                            what: "reading the frame's batches".into(),
+                            source,
+                        })
+                    }),
                     options,
                 )?;
                 RUNTIME.block_on(quiver::import::write_bars(&store, &bars, policy))

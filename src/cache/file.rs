@@ -17,7 +17,7 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use datafusion::parquet::schema::types::ColumnPath;
 
 use super::layout::PartitionKey;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::{CACHE_PRECISION, CACHE_SCALE};
 
 /// Rows per data page: small enough that the page index lets a one-week read of a month file
@@ -90,10 +90,12 @@ impl PartitionData {
         for values in &self.values {
             columns.push(Arc::new(
                 Decimal128Array::from(values.clone())
-                    .with_precision_and_scale(CACHE_PRECISION, CACHE_SCALE)?,
+                    .with_precision_and_scale(CACHE_PRECISION, CACHE_SCALE)
+                    .context(|| format!("building the rows of partition {key}"))?,
             ));
         }
-        Ok(RecordBatch::try_new(schema(), columns)?)
+        RecordBatch::try_new(schema(), columns)
+            .context(|| format!("building the rows of partition {key}"))
     }
 }
 
@@ -129,9 +131,11 @@ fn writer_properties() -> WriterProperties {
 pub fn encode(key: &PartitionKey, data: &PartitionData) -> Result<Vec<u8>> {
     let batch = data.to_batch(key)?;
     let mut out = Vec::with_capacity(64 + data.len() * 40);
-    let mut writer = ArrowWriter::try_new(&mut out, schema(), Some(writer_properties()))?;
-    writer.write(&batch)?;
-    writer.close()?;
+    let what = || format!("encoding partition {key}");
+    let mut writer =
+        ArrowWriter::try_new(&mut out, schema(), Some(writer_properties())).context(what)?;
+    writer.write(&batch).context(what)?;
+    writer.close().context(what)?;
     Ok(out)
 }
 

@@ -16,7 +16,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::config::{DatabaseConfig, redact_url};
-use crate::error::{Error, Result};
+use crate::error::{During, Error, Result};
 use crate::feed::{ChangeBatch, ChangedDay, FeedPosition};
 use crate::model::{Bar, Symbol, Timeframe};
 
@@ -290,6 +290,17 @@ enum Inner {
     Postgres(PgPool),
 }
 
+/// Runs the same expression on whichever pool the store has (for statements whose text and
+/// binds are the same on both backends).
+macro_rules! on_pool {
+    ($inner:expr, $p:ident => $body:expr) => {
+        match $inner {
+            Inner::Sqlite($p) => $body,
+            Inner::Postgres($p) => $body,
+        }
+    };
+}
+
 impl Store {
     /// Connects to the database named by `config.url`; the scheme picks the backend.
     /// A SQLite file and its folder are created on first use.
@@ -306,10 +317,15 @@ impl Store {
 
     async fn open(config: &DatabaseConfig, read_only: bool) -> Result<Self> {
         let url = config.url.as_str();
+        let connecting = format!("connecting to {}", redact_url(url));
         let inner = if url.starts_with("sqlite:") {
-            Inner::Sqlite(sqlite::connect(url, read_only).await?)
+            Inner::Sqlite(sqlite::connect(url, read_only).await.during(&connecting)?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Inner::Postgres(postgres::connect(config, read_only).await?)
+            Inner::Postgres(
+                postgres::connect(config, read_only)
+                    .await
+                    .during(&connecting)?,
+            )
         } else {
             return Err(Error::Config {
                 path: "database.url".into(),
@@ -419,11 +435,14 @@ impl Store {
     /// Starts an all-or-nothing bulk write: nothing is visible to others until
     /// [`BarWriter::commit`], and dropping the writer discards everything written through it.
     pub async fn writer(&self, policy: OnConflict) -> Result<BarWriter> {
+        let begin = "starting a write";
         Ok(BarWriter {
             inner: match &self.inner {
-                Inner::Sqlite(p) => WriterInner::Sqlite(sqlite::Writer::begin(p, policy).await?),
+                Inner::Sqlite(p) => {
+                    WriterInner::Sqlite(sqlite::Writer::begin(p, policy).await.during(begin)?)
+                }
                 Inner::Postgres(p) => {
-                    WriterInner::Postgres(postgres::Writer::begin(p, policy).await?)
+                    WriterInner::Postgres(postgres::Writer::begin(p, policy).await.during(begin)?)
                 }
             },
             received: 0,
@@ -443,6 +462,7 @@ impl Store {
             Inner::Sqlite(p) => sqlite::delete(p, filter).await,
             Inner::Postgres(p) => postgres::delete(p, filter).await,
         }
+        .during("deleting bars")
     }
 
     /// Reads the bars matching `filter`, ordered by `(symbol, timeframe, ts)`.
@@ -451,6 +471,7 @@ impl Store {
             Inner::Sqlite(p) => sqlite::read(p, filter).await,
             Inner::Postgres(p) => postgres::read(p, filter).await,
         }
+        .during("reading bars")
     }
 
     /// Number of bars, first and last open time of every series, ordered by symbol and timeframe.
@@ -459,6 +480,7 @@ impl Store {
             Inner::Sqlite(p) => sqlite::summary(p).await,
             Inner::Postgres(p) => postgres::summary(p).await,
         }
+        .during("summarising the series")
     }
 
     /// The changes committed after `since`, and the position that follows them.
@@ -472,15 +494,16 @@ impl Store {
             Inner::Sqlite(p) => sqlite::changes_since(p, since).await,
             Inner::Postgres(p) => postgres::changes_since(p, since).await,
         }
+        .during("reading the change log")
     }
 
     /// Forgets log entries that `position` has consumed (PostgreSQL; SQLite's log keeps one
     /// row per day and needs no pruning). Call it only after the position is durably recorded.
     pub async fn prune_changes(&self, position: &FeedPosition) -> Result<u64> {
         match (&self.inner, position) {
-            (Inner::Postgres(p), FeedPosition::Postgres { xmin, .. }) => {
-                postgres::prune(p, *xmin).await
-            }
+            (Inner::Postgres(p), FeedPosition::Postgres { xmin, .. }) => postgres::prune(p, *xmin)
+                .await
+                .during("pruning the change log"),
             _ => Ok(0),
         }
     }
@@ -498,53 +521,41 @@ impl Store {
 
     /// Number of bars in the table.
     pub async fn count_rows(&self) -> Result<u64> {
-        let n: i64 = match &self.inner {
-            Inner::Sqlite(p) => {
-                sqlx::query_scalar("SELECT count(*) FROM market_data")
-                    .fetch_one(p)
-                    .await?
-            }
-            Inner::Postgres(p) => {
-                sqlx::query_scalar("SELECT count(*) FROM market_data")
-                    .fetch_one(p)
-                    .await?
-            }
-        };
+        const COUNT: &str = "SELECT count(*) FROM market_data";
+        let n: i64 = on_pool!(&self.inner, p => sqlx::query_scalar(COUNT).fetch_one(p).await)
+            .map_err(Error::from)
+            .during("counting market_data")?;
         Ok(n.max(0) as u64)
     }
 
     /// Number of change-log entries committed after `position` (what a mirror at that
     /// position still has to apply), without consuming anything.
     pub async fn pending_changes(&self, position: &FeedPosition) -> Result<u64> {
-        let n: i64 = match (&self.inner, position) {
+        let n: Result<i64> = match (&self.inner, position) {
             (Inner::Sqlite(p), FeedPosition::Sqlite { epoch }) => {
                 sqlx::query_scalar("SELECT count(*) FROM market_data_changes WHERE epoch > ?")
                     .bind(epoch)
                     .fetch_one(p)
-                    .await?
+                    .await
+                    .map_err(Error::from)
             }
-            (Inner::Postgres(p), FeedPosition::Postgres { xmin, done }) => {
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM market_data_changes \
-                     WHERE txid >= $1::text::xid8 AND NOT (txid::text::bigint = ANY($2))",
-                )
-                .bind(xmin)
-                .bind(done)
-                .fetch_one(p)
-                .await?
-            }
-            (Inner::Sqlite(p), _) => {
-                sqlx::query_scalar("SELECT count(*) FROM market_data_changes")
-                    .fetch_one(p)
-                    .await?
-            }
-            (Inner::Postgres(p), _) => {
-                sqlx::query_scalar("SELECT count(*) FROM market_data_changes")
-                    .fetch_one(p)
-                    .await?
+            (Inner::Postgres(p), FeedPosition::Postgres { xmin, done }) => sqlx::query_scalar(
+                "SELECT count(*) FROM market_data_changes \
+                 WHERE txid >= $1::text::xid8 AND NOT (txid::text::bigint = ANY($2))",
+            )
+            .bind(xmin)
+            .bind(done)
+            .fetch_one(p)
+            .await
+            .map_err(Error::from),
+            // No position of this backend yet: everything logged is pending.
+            (inner, _) => {
+                const ALL: &str = "SELECT count(*) FROM market_data_changes";
+                on_pool!(inner, p => sqlx::query_scalar(ALL).fetch_one(p).await)
+                    .map_err(Error::from)
             }
         };
-        Ok(n.max(0) as u64)
+        Ok(n.during("counting pending changes")?.max(0) as u64)
     }
 
     /// Every entry of the change log, in no particular order and whatever has been consumed:
@@ -554,6 +565,7 @@ impl Store {
             Inner::Sqlite(p) => sqlite::change_log(p).await,
             Inner::Postgres(p) => postgres::change_log(p).await,
         }
+        .during("reading the change log")
     }
 }
 
@@ -576,14 +588,16 @@ impl BarWriter {
             WriterInner::Sqlite(w) => w.write(bars).await,
             WriterInner::Postgres(w) => w.write(bars).await,
         }
+        .during("writing bars")
     }
 
     /// Makes everything written visible at once.
     pub async fn commit(self) -> Result<WriteReport> {
         let written = match self.inner {
-            WriterInner::Sqlite(w) => w.commit().await?,
-            WriterInner::Postgres(w) => w.commit().await?,
-        };
+            WriterInner::Sqlite(w) => w.commit().await,
+            WriterInner::Postgres(w) => w.commit().await,
+        }
+        .during("committing bars")?;
         Ok(WriteReport {
             received: self.received,
             written,

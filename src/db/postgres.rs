@@ -139,7 +139,9 @@ impl Writer {
                 self.copied += n;
                 Ok(())
             }
-            Err(Error::Database(e)) => Err(conflict_from(&e).unwrap_or(Error::Database(e))),
+            Err(Error::Database { what, source }) => {
+                Err(conflict_from(&source).unwrap_or(Error::Database { what, source }))
+            }
             Err(e) => Err(e),
         }
     }
@@ -194,7 +196,7 @@ impl Writer {
         };
         let written = match sqlx::query(merge).execute(&mut *self.tx).await {
             Ok(done) => done.rows_affected(),
-            Err(e) => return Err(conflict_from(&e).unwrap_or(Error::Database(e))),
+            Err(e) => return Err(conflict_from(&e).unwrap_or(Error::from(e))),
         };
         self.tx.commit().await?;
         Ok(written)

@@ -159,7 +159,7 @@ impl Writer {
             match query.execute(&mut *self.tx).await {
                 Ok(done) => self.written += done.rows_affected(),
                 Err(e) if is_unique_violation(&e) => {
-                    return Err(self.conflict_in(chunk).await?.unwrap_or(Error::Database(e)));
+                    return Err(self.conflict_in(chunk).await?.unwrap_or(Error::from(e)));
                 }
                 Err(e) => return Err(e.into()),
             }

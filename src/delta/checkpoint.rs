@@ -21,7 +21,7 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 
 use super::{Add, Format, Metadata, Protocol, Remove, Txn};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// An `add` of a checkpoint, borrowed from the checkpoint's columns.
 #[derive(Debug)]
@@ -116,9 +116,13 @@ fn append_map<'a>(
                 builder.keys().append_value(k);
                 builder.values().append_option(v);
             }
-            builder.append(true)?;
+            builder
+                .append(true)
+                .context(|| "building a checkpoint".into())?;
         }
-        None => builder.append(false)?,
+        None => builder
+            .append(false)
+            .context(|| "building a checkpoint".into())?,
     }
     Ok(())
 }
@@ -131,7 +135,10 @@ fn struct_column(children: Vec<(&str, ArrayRef)>, valid: &[bool]) -> Result<Arra
         .collect();
     let arrays = children.into_iter().map(|(_, a)| a).collect();
     let nulls = NullBuffer::from(valid.to_vec());
-    Ok(Arc::new(StructArray::try_new(fields, arrays, Some(nulls))?))
+    Ok(Arc::new(
+        StructArray::try_new(fields, arrays, Some(nulls))
+            .context(|| "building a checkpoint".into())?,
+    ))
 }
 
 /// Which action a row holds.
@@ -473,7 +480,9 @@ pub fn write(
             .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
             .collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|c| c.1).collect())?;
+    let what = || "encoding a checkpoint".to_string();
+    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|c| c.1).collect())
+        .context(what)?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         // Several row groups, so a reader decodes them on every core.
@@ -481,9 +490,9 @@ pub fn write(
         .set_created_by(concat!("quiver ", env!("CARGO_PKG_VERSION")).into())
         .build();
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(properties))?;
-    writer.write(&batch)?;
-    writer.close()?;
+    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(properties)).context(what)?;
+    writer.write(&batch).context(what)?;
+    writer.close().context(what)?;
     Ok((Bytes::from(out), n as u64))
 }
 

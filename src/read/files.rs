@@ -34,7 +34,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use crate::config::IoMode;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// Index of `ts` among the cache's columns.
 const TS_COLUMN: usize = 2;
@@ -174,7 +174,9 @@ impl OpenFile {
         if let Some(p) = self.pages.get() {
             return Ok(p);
         }
-        let meta = self.metadata()?;
+        let meta = self
+            .metadata()
+            .context(|| format!("reading the footer of {}", self.path.display()))?;
         let pages = ts_pages(&meta).ok_or_else(|| Error::Format {
             file: self.path.clone(),
             message: "no statistics on the ts column; rebuild the cache with `quiver sync --full`"

@@ -38,7 +38,7 @@ use super::files::{FileCache, OpenFile, OpenFileReaderFactory};
 use super::filter::{Bounds, answered_by_file_choice, micros_literal, ts_filter_holds};
 use super::versions::{LoadedVersion, Versions};
 use crate::cache::{AsOf, DataFile, schema};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 /// The cache's `market_data` table: the newest version, or a version of the past.
 #[derive(Debug)]
@@ -148,7 +148,11 @@ pub(crate) fn scan_files(
     let table_schema = schema();
     if entries.is_empty() {
         let projected = match &spec.projection {
-            Some(p) => Arc::new(table_schema.project(p)?),
+            Some(p) => Arc::new(
+                table_schema
+                    .project(p)
+                    .context(|| "projecting market_data".into())?,
+            ),
             None => table_schema,
         };
         return Ok(Arc::new(EmptyExec::new(projected)));

@@ -26,7 +26,7 @@ use tokio::sync::OnceCell;
 use crate::cache::schema;
 use crate::config::DatabaseConfig;
 use crate::db::{BarFilter, Scan, Store};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::model::{CACHE_PRECISION, CACHE_SCALE, Symbol, Timeframe, ts_from_micros};
 use crate::read::filter::Bounds;
 
@@ -221,10 +221,12 @@ impl Batch {
         for b in &mut self.values {
             columns.push(Arc::new(
                 b.finish()
-                    .with_precision_and_scale(CACHE_PRECISION, CACHE_SCALE)?,
+                    .with_precision_and_scale(CACHE_PRECISION, CACHE_SCALE)
+                    .context(|| "building live.market_data's rows".into())?,
             ));
         }
-        RecordBatch::try_new(schema(), columns).map_err(Error::from)
+        RecordBatch::try_new(schema(), columns)
+            .context(|| "building live.market_data's rows".into())
     }
 }
 

@@ -65,7 +65,12 @@ impl sqllogictest::AsyncDB for ShellDb {
                 .iter()
                 .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| SltError(e.into()))?;
+                .map_err(|source| {
+                    SltError(quiver::Error::Arrow {
+                        what: "formatting a result".into(),
+                        source,
+                    })
+                })?;
             for i in 0..batch.num_rows() {
                 let cells: Vec<String> =
                     formatters.iter().map(|f| f.value(i).to_string()).collect();

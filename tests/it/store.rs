@@ -37,7 +37,36 @@ both!(
     series_scans_honour_every_combination_of_bounds,
     filters_honour_every_combination_on_reads_scans_and_deletes,
     read_only_connections_refuse_every_write,
+    database_errors_name_the_operation,
 );
+
+/// A database error says which operation of the store failed, and is a fault (exit 3).
+async fn database_errors_name_the_operation(db: TestDb) {
+    db.plain_sql("DROP TABLE market_data").await;
+    let read = db.store.read_bars(&BarFilter::default()).await.unwrap_err();
+    assert!(matches!(read, Error::Database { .. }), "{read:?}");
+    assert!(
+        read.to_string().starts_with("database: reading bars: "),
+        "{read}"
+    );
+    assert_eq!(read.exit_code(), 3);
+    let count = db.store.count_rows().await.unwrap_err();
+    assert!(
+        count
+            .to_string()
+            .starts_with("database: counting market_data: "),
+        "{count}"
+    );
+    let write = db
+        .store
+        .insert_bars(
+            &[bar("GONE", 1, "1", "1", "1", "1", "1")],
+            OnConflict::Error,
+        )
+        .await
+        .unwrap_err();
+    assert!(write.to_string().contains("bars: "), "{write}");
+}
 
 /// A series scan with no bound, either bound or both returns exactly the bars inside them
 /// (PostgreSQL once dropped both bounds when only one was given).
