@@ -1,0 +1,195 @@
+//! Planning one series' read: the files and the `ts` window it needs, found from the version's
+//! statistics and the page index of `ts`, then the scan run with its rows cut to the warmup
+//! and the range.
+
+use super::*;
+
+impl Reader {
+    pub(super) fn series_entries<'s>(
+        &self,
+        version: &'s LoadedVersion,
+        symbol: &Symbol,
+        timeframe: Timeframe,
+    ) -> Result<&'s [Arc<DataFile>]> {
+        let timeframe = timeframe.to_string();
+        let entries = version.series(symbol.as_str(), &timeframe);
+        if entries.is_empty() {
+            return Err(Error::UnknownSeries {
+                symbol: symbol.to_string(),
+                timeframe,
+                timeframes: version.timeframes_of(symbol.as_str()),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Finds the files and the `ts` window a request needs, from the manifest and the page
+    /// index, and plans the scan.
+    pub(super) fn plan_series(
+        &self,
+        version: &LoadedVersion,
+        request: &BarsRequest,
+        single: bool,
+    ) -> Result<SeriesScan> {
+        let entries = self.series_entries(version, &request.symbol, request.timeframe)?;
+        let first_last = (
+            entries.iter().map(|p| p.min_ts).min().unwrap_or(0),
+            entries.iter().map(|p| p.max_ts).max().unwrap_or(0),
+        );
+        let start = request.start.map_or(i64::MIN, |t| t.timestamp_micros());
+        let end = request.end.map_or(i64::MAX, |t| t.timestamp_micros());
+        let limit = request.limit.unwrap_or(usize::MAX);
+        let files = &self.inner.files;
+        let open = |p: &DataFile| files.open(&version.path(p));
+        // No file overlaps the range: nothing to scan for it.
+        let range_files = entries.iter().any(|p| p.max_ts >= start && p.min_ts <= end);
+        if single && !range_files && limit > 0 {
+            return Err(empty_range(request, first_last));
+        }
+        // Warmup: walk pages back from the range until they surely hold `warmup` bars.
+        let warmup = if start == i64::MIN { 0 } else { request.warmup };
+        let mut lo = start;
+        if warmup > 0 {
+            lo = i64::MIN;
+            let mut have = 0u64;
+            'files: for p in entries.iter().rev().filter(|p| p.min_ts < start) {
+                let file = open(p)?;
+                for page in file.ts_pages()?.iter().rev().filter(|pg| pg.min < start) {
+                    if page.max < start {
+                        have += page.rows;
+                    }
+                    if have >= warmup as u64 {
+                        lo = page.min;
+                        break 'files;
+                    }
+                }
+            }
+        }
+        // Limit: walk pages forward from the range until they surely hold `limit` bars.
+        let mut hi = end;
+        if limit < usize::MAX && range_files {
+            let mut have = 0u64;
+            'files: for p in entries
+                .iter()
+                .filter(|p| p.max_ts >= start && p.min_ts <= end)
+            {
+                let file = open(p)?;
+                for page in file.ts_pages()?.iter().filter(|pg| pg.max >= start) {
+                    if page.min >= start {
+                        have += page.rows;
+                    }
+                    if have >= limit as u64 {
+                        hi = hi.min(page.max);
+                        break 'files;
+                    }
+                }
+            }
+        }
+        let needed: Vec<&Arc<DataFile>> = entries
+            .iter()
+            .filter(|p| p.max_ts >= lo && p.min_ts <= hi)
+            .collect();
+        let rows: u64 = needed.iter().map(|p| p.rows).sum();
+        let table = schema();
+        let ts = physical_col("ts", &table)?;
+        let mut predicate: Option<Arc<dyn PhysicalExpr>> = None;
+        for (op, bound) in [(Operator::GtEq, lo), (Operator::LtEq, hi)] {
+            if bound == i64::MIN || bound == i64::MAX {
+                continue;
+            }
+            let cmp: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+                ts.clone(),
+                op,
+                physical_lit(ts_literal(bound)),
+            ));
+            predicate = Some(match predicate {
+                None => cmp,
+                Some(p) => Arc::new(BinaryExpr::new(p, Operator::And, cmp)),
+            });
+        }
+        let partitions = if rows > PARALLEL_ROWS {
+            self.inner.ctx.state().config().target_partitions()
+        } else {
+            1
+        };
+        let spec = table::ScanSpec {
+            projection: None,
+            predicate,
+            limit: None,
+            partitions,
+            parquet: &self.inner.parquet,
+        };
+        let plan = table::scan_files(version, &needed, files, spec)?;
+        Ok(SeriesScan {
+            plan,
+            lo,
+            start,
+            end,
+            warmup,
+            limit,
+            request: request.clone(),
+            first_last,
+        })
+    }
+
+    /// Runs a planned series scan, its partitions decoded concurrently but delivered in
+    /// order, and cuts the rows to the warmup and the range.
+    pub(super) fn run_series(
+        &self,
+        scan: SeriesScan,
+        require_range: bool,
+        whole: bool,
+    ) -> Result<SendableRecordBatchStream> {
+        let task = self.inner.ctx.task_ctx();
+        let partitions = scan.plan.properties().partitioning.partition_count();
+        let input: BoxStream<'static, datafusion::error::Result<RecordBatch>> = if partitions == 1 {
+            scan.plan.execute(0, task)?.boxed()
+        } else {
+            // Each partition is a contiguous run of the series: decode all at once, deliver
+            // one after the other. A stream buffers two batches per partition (bounded
+            // memory); a collected read lets every partition run to its end meanwhile.
+            let capacity = if whole { 1 << 16 } else { 2 };
+            let mut receivers = Vec::with_capacity(partitions);
+            for i in 0..partitions {
+                let mut stream = scan.plan.execute(i, task.clone())?;
+                let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+                tokio::spawn(async move {
+                    while let Some(batch) = stream.next().await {
+                        if tx.send(batch).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                receivers.push(rx);
+            }
+            futures_util::stream::iter(receivers)
+                .flat_map(|mut rx| futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+                .boxed()
+        };
+        let cut = Cut {
+            input,
+            lo: scan.lo,
+            start: scan.start,
+            end: scan.end,
+            warmup: scan.warmup,
+            remaining: scan.limit,
+            warm: VecDeque::new(),
+            warm_rows: 0,
+            warm_done: false,
+            out: VecDeque::new(),
+            range_rows: 0,
+            reached_start: false,
+            done: false,
+            empty: (require_range && scan.limit > 0)
+                .then(|| empty_range(&scan.request, scan.first_last)),
+        };
+        let stream = futures_util::stream::unfold(cut, |mut cut| async move {
+            let item = cut.next().await?;
+            Some((item, cut))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema(),
+            stream.map(|r| r.map_err(datafusion::error::DataFusionError::from)),
+        )))
+    }
+}
