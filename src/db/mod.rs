@@ -6,8 +6,16 @@
 //! multi-row prepared inserts inside one transaction, PostgreSQL takes `COPY` into a temporary
 //! staging table and one merge statement.
 
+mod filter;
+mod migrations;
 mod postgres;
+mod scan;
 mod sqlite;
+
+use filter::{FilterSql, FilterValue};
+pub use migrations::migrator;
+use scan::{ORDER_BARS, SELECT_BARS, SeriesTracker};
+pub use scan::{Scan, ScanRow, ScanStream, VALUE_COLUMNS, Window};
 
 use std::borrow::Cow;
 
@@ -97,174 +105,6 @@ pub struct SeriesSummary {
     /// Last bar's open time.
     pub last: DateTime<Utc>,
 }
-
-/// Which rows [`Store::scan`] reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scan {
-    /// The whole table, ordered by `(symbol, timeframe, ts)`.
-    All,
-    /// One series, ordered by `ts`, optionally limited to `start <= ts < end` (microseconds).
-    Series {
-        /// Instrument.
-        symbol: String,
-        /// Bar length.
-        timeframe: String,
-        /// First microsecond included.
-        start: Option<i64>,
-        /// First microsecond excluded.
-        end: Option<i64>,
-    },
-    /// The rows a [`BarFilter`] selects, ordered by `(symbol, timeframe, ts)` (the shell's
-    /// `live.market_data`).
-    Filter(BarFilter),
-    /// The rows in each window, window after window, each window's in `ts` order: what a sync
-    /// pass re-reads (whole partitions, or the bars after a partition's last published one).
-    Windows(Vec<Window>),
-}
-
-/// Rows of one series from `from` (inclusive) until `until` (exclusive), in microseconds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Window {
-    /// Instrument.
-    pub symbol: String,
-    /// Bar length.
-    pub timeframe: String,
-    /// First microsecond included.
-    pub from: i64,
-    /// First microsecond excluded.
-    pub until: i64,
-}
-
-/// A value of a [`FilterSql`], in placeholder order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum FilterValue {
-    /// `symbol` or `timeframe`.
-    Text(String),
-    /// A bound on `ts` (microseconds on SQLite, `timestamptz` on PostgreSQL).
-    Ts(DateTime<Utc>),
-}
-
-/// The `WHERE` clause of a [`BarFilter`] and the values of its placeholders, made together so
-/// that they cannot drift apart: fixed text with numbered placeholders (`$n` on PostgreSQL,
-/// `?n` on SQLite), every value bound, a missing bound leaving its side open. Used by the
-/// filtered scan, [`Store::read_bars`] and [`Store::delete_bars`] on both backends.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct FilterSql {
-    /// ` WHERE true AND symbol = $1 …`.
-    clause: String,
-    values: Vec<FilterValue>,
-}
-
-impl FilterSql {
-    fn new(filter: &BarFilter, placeholder: char) -> FilterSql {
-        let mut clause = String::from(" WHERE true");
-        let mut values = Vec::new();
-        let mut add = |column: &str, op: &str, value: FilterValue| {
-            values.push(value);
-            clause.push_str(&format!(" AND {column} {op} {placeholder}{}", values.len()));
-        };
-        if let Some(s) = &filter.symbol {
-            add("symbol", "=", FilterValue::Text(s.as_str().to_owned()));
-        }
-        if let Some(tf) = &filter.timeframe {
-            add("timeframe", "=", FilterValue::Text(tf.to_string()));
-        }
-        if let Some(t) = filter.start {
-            add("ts", ">=", FilterValue::Ts(t));
-        }
-        if let Some(t) = filter.end {
-            add("ts", "<=", FilterValue::Ts(t));
-        }
-        FilterSql { clause, values }
-    }
-}
-
-/// The columns a read of bars selects, in [`ScanRow`] order.
-const SELECT_BARS: &str =
-    "SELECT symbol, timeframe, ts, open, high, low, close, volume FROM market_data";
-
-/// Key order of every filtered read.
-const ORDER_BARS: &str = " ORDER BY symbol, timeframe, ts";
-
-/// One row of a [`Store::scan`], in the cache's representation: prices and volume as integer
-/// counts of 10^-8 (exact), `ts` in microseconds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScanRow {
-    /// `(symbol, timeframe)` when it differs from the previous row's (always on the first row);
-    /// `None` while the series continues, so a scan allocates per series, not per row.
-    pub series: Option<(String, String)>,
-    /// Open time, microseconds since the epoch.
-    pub ts: i64,
-    /// `open, high, low, close, volume` in 10^-8 units.
-    pub values: [i128; 5],
-    /// Why the row cannot be held exactly (`market_data SYM 1m ts=…: open: reason`), when it
-    /// cannot: a value with a ninth decimal, text that is no number, a value out of range.
-    /// Its `values` are then zero where the field is bad; the scan goes on.
-    pub bad: Option<Box<str>>,
-}
-
-/// A stream of [`ScanRow`]s.
-pub type ScanStream<'a> = futures_util::stream::BoxStream<'a, Result<ScanRow>>;
-
-/// Names of the value columns, in [`ScanRow::values`] order.
-pub const VALUE_COLUMNS: [&str; 5] = ["open", "high", "low", "close", "volume"];
-
-/// Tracks the series of consecutive scanned rows, reporting each change once.
-#[derive(Default)]
-struct SeriesTracker {
-    symbol: String,
-    timeframe: String,
-    started: bool,
-}
-
-impl SeriesTracker {
-    fn next(&mut self, symbol: &str, timeframe: &str) -> Option<(String, String)> {
-        if self.started && self.symbol == symbol && self.timeframe == timeframe {
-            return None;
-        }
-        self.started = true;
-        symbol.clone_into(&mut self.symbol);
-        timeframe.clone_into(&mut self.timeframe);
-        Some((self.symbol.clone(), self.timeframe.clone()))
-    }
-
-    /// The row's five values, each decoded by `decode(i)` (column `3 + i`); a value that does
-    /// not decode leaves a zero and flags the row with the first such field and reason.
-    fn row(
-        &self,
-        series: Option<(String, String)>,
-        ts: i64,
-        mut decode: impl FnMut(usize) -> std::result::Result<i128, String>,
-    ) -> ScanRow {
-        let mut values = [0i128; 5];
-        let mut bad = None;
-        for (i, v) in values.iter_mut().enumerate() {
-            match decode(i) {
-                Ok(x) => *v = x,
-                Err(m) => {
-                    bad.get_or_insert_with(|| self.bad_value(ts, VALUE_COLUMNS[i], m));
-                }
-            }
-        }
-        ScanRow {
-            series,
-            ts,
-            values,
-            bad,
-        }
-    }
-
-    fn bad_value(&self, ts: i64, column: &str, message: impl std::fmt::Display) -> Box<str> {
-        let at = chrono::DateTime::from_timestamp_micros(ts)
-            .map_or_else(|| ts.to_string(), |t| crate::model::format_ts(&t));
-        format!(
-            "market_data {} {} ts={at}: {column}: {message}",
-            self.symbol, self.timeframe
-        )
-        .into()
-    }
-}
-
 /// A connection pool to the configured database. Its `Debug` shows the URL without password.
 #[derive(Clone)]
 pub struct Store {
@@ -604,78 +444,6 @@ impl BarWriter {
         })
     }
 }
-
-/// The embedded migrations of one backend, as sqlx's migrator runs them.
-pub fn migrator(backend: Backend) -> Migrator {
-    macro_rules! pair {
-        ($dir:literal, $name:literal, $version:expr, $desc:literal) => {
-            [
-                migration(
-                    $version,
-                    $desc,
-                    MigrationType::ReversibleUp,
-                    include_str!(concat!("../../migrations/", $dir, "/", $name, ".up.sql")),
-                ),
-                migration(
-                    $version,
-                    $desc,
-                    MigrationType::ReversibleDown,
-                    include_str!(concat!("../../migrations/", $dir, "/", $name, ".down.sql")),
-                ),
-            ]
-        };
-    }
-    let migrations: Vec<Migration> = match backend {
-        Backend::Sqlite => [
-            pair!(
-                "sqlite",
-                "20261123000001_market_data",
-                20261123000001,
-                "market data"
-            ),
-            pair!(
-                "sqlite",
-                "20261202000001_change_kinds",
-                20261202000001,
-                "change kinds"
-            ),
-        ]
-        .concat(),
-        Backend::Postgres => [
-            pair!(
-                "postgres",
-                "20261123000001_market_data",
-                20261123000001,
-                "market data"
-            ),
-            pair!(
-                "postgres",
-                "20261202000001_change_kinds",
-                20261202000001,
-                "change kinds"
-            ),
-        ]
-        .concat(),
-    };
-    Migrator::with_migrations(migrations)
-}
-
-fn migration(
-    version: i64,
-    description: &'static str,
-    kind: MigrationType,
-    sql: &'static str,
-) -> Migration {
-    use sqlx::SqlSafeStr;
-    Migration::new(
-        version,
-        Cow::Borrowed(description),
-        kind,
-        sql.into_sql_str(),
-        false,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
