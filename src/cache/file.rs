@@ -78,25 +78,38 @@ impl PartitionData {
     /// The rows as one record batch of [`schema`].
     pub fn to_batch(&self, key: &PartitionKey) -> Result<RecordBatch> {
         let n = self.len();
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                std::iter::repeat_n(&key.symbol, n).map(String::as_str),
-            )),
-            Arc::new(StringArray::from_iter_values(
+        batch_of(
+            StringArray::from_iter_values(std::iter::repeat_n(&key.symbol, n).map(String::as_str)),
+            StringArray::from_iter_values(
                 std::iter::repeat_n(&key.timeframe, n).map(String::as_str),
-            )),
-            Arc::new(TimestampMicrosecondArray::from(self.ts.clone()).with_timezone("UTC")),
-        ];
-        for values in &self.values {
-            columns.push(Arc::new(
-                Decimal128Array::from(values.clone())
-                    .with_precision_and_scale(CACHE_PRECISION, CACHE_SCALE)
-                    .context(|| format!("building the rows of partition {key}"))?,
-            ));
-        }
-        RecordBatch::try_new(schema(), columns)
-            .context(|| format!("building the rows of partition {key}"))
+            ),
+            TimestampMicrosecondArray::from(self.ts.clone()),
+            self.values.clone().map(Decimal128Array::from),
+        )
+        .context(|| format!("building the rows of partition {key}"))
     }
+}
+
+/// A batch of [`schema`] from its columns: `ts` in microseconds (UTC is set here), the five
+/// values in 10^-8 units (their precision and scale are set here). The one place the cache's
+/// eight-column batch is assembled, for its files and for `live.market_data`.
+pub fn batch_of(
+    symbol: StringArray,
+    timeframe: StringArray,
+    ts: TimestampMicrosecondArray,
+    values: [Decimal128Array; 5],
+) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(symbol),
+        Arc::new(timeframe),
+        Arc::new(ts.with_timezone("UTC")),
+    ];
+    for v in values {
+        columns.push(Arc::new(
+            v.with_precision_and_scale(CACHE_PRECISION, CACHE_SCALE)?,
+        ));
+    }
+    RecordBatch::try_new(schema(), columns)
 }
 
 fn writer_properties() -> WriterProperties {

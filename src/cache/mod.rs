@@ -23,7 +23,7 @@ pub mod view;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use file::{PartitionData, encode as encode_file, read as read_file, schema};
+pub use file::{PartitionData, batch_of, encode as encode_file, read as read_file, schema};
 pub use layout::{PartitionKey, Period, SeriesKey};
 pub use table::{
     AsOf, Changes, DataFile, History, LoadOptions, Source, SyncMark, Table, TableState, now_ms,

@@ -373,14 +373,33 @@ impl Reader {
 
     fn observe(&self, elapsed: Duration, rows: usize) {
         self.inner.queries.fetch_add(1, Ordering::Relaxed);
-        let ms = elapsed.as_secs_f64() * 1e3;
-        if elapsed > self.inner.options.slow_query {
+        if log_query(&self.inner.options, elapsed, rows, None) {
             self.inner.slow_queries.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(elapsed_ms = ms, rows, threshold = ?self.inner.options.slow_query, "slow bars query");
-        } else {
-            tracing::debug!(elapsed_ms = ms, rows, "bars query");
         }
     }
+}
+
+/// Logs a finished query: at warn level when slower than `read.slow_query` (returns true),
+/// else at debug. `sql` is the statement's text for the shell's statements, `None` for a bars
+/// read. The one place slow queries are logged.
+pub(crate) fn log_query(
+    options: &ReadOptions,
+    elapsed: Duration,
+    rows: usize,
+    sql: Option<&str>,
+) -> bool {
+    let ms = elapsed.as_secs_f64() * 1e3;
+    let threshold = options.slow_query;
+    let slow = elapsed > threshold;
+    match (slow, sql) {
+        (true, Some(sql)) => {
+            tracing::warn!(elapsed_ms = ms, rows, ?threshold, sql, "slow SQL statement")
+        }
+        (true, None) => tracing::warn!(elapsed_ms = ms, rows, ?threshold, "slow bars query"),
+        (false, Some(sql)) => tracing::debug!(elapsed_ms = ms, rows, sql, "SQL statement"),
+        (false, None) => tracing::debug!(elapsed_ms = ms, rows, "bars query"),
+    }
+    slow
 }
 
 fn empty_range(request: &BarsRequest, (first, last): (i64, i64)) -> Error {

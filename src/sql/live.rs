@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Decimal128Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    Decimal128Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
@@ -27,7 +27,7 @@ use crate::cache::schema;
 use crate::config::DatabaseConfig;
 use crate::db::{BarFilter, Scan, Store};
 use crate::error::{Context, Error, Result};
-use crate::model::{CACHE_PRECISION, CACHE_SCALE, Symbol, Timeframe, ts_from_micros};
+use crate::model::{Symbol, Timeframe, ts_from_micros};
 use crate::read::filter::Bounds;
 
 /// Rows per batch handed to DataFusion.
@@ -213,20 +213,13 @@ impl Batch {
 
     fn finish(&mut self) -> Result<RecordBatch> {
         self.len = 0;
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.symbol.finish()),
-            Arc::new(self.timeframe.finish()),
-            Arc::new(self.ts.finish().with_timezone("UTC")),
-        ];
-        for b in &mut self.values {
-            columns.push(Arc::new(
-                b.finish()
-                    .with_precision_and_scale(CACHE_PRECISION, CACHE_SCALE)
-                    .context(|| "building live.market_data's rows".into())?,
-            ));
-        }
-        RecordBatch::try_new(schema(), columns)
-            .context(|| "building live.market_data's rows".into())
+        crate::cache::batch_of(
+            self.symbol.finish(),
+            self.timeframe.finish(),
+            self.ts.finish(),
+            self.values.each_mut().map(|b| b.finish()),
+        )
+        .context(|| "building live.market_data's rows".into())
     }
 }
 

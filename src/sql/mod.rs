@@ -179,16 +179,8 @@ impl Shell {
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await?;
         let elapsed = started.elapsed();
-        let threshold = self.reader.options().slow_query;
-        if elapsed > threshold {
-            tracing::warn!(
-                elapsed_ms = elapsed.as_secs_f64() * 1e3,
-                rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
-                ?threshold,
-                sql = source.trim(),
-                "slow SQL statement"
-            );
-        }
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        crate::read::log_query(self.reader.options(), elapsed, rows, Some(source.trim()));
         Ok(QueryResult {
             schema,
             batches,
