@@ -153,7 +153,7 @@ async fn compact_while_idle(
 fn retryable(e: &Error) -> bool {
     matches!(
         e,
-        Error::Database { .. } | Error::Sqlite(_) | Error::Io { .. } | Error::Storage { .. }
+        Error::Database { .. } | Error::Sqlite { .. } | Error::Io { .. } | Error::Storage { .. }
     )
 }
 

@@ -95,9 +95,15 @@ pub enum Error {
         source: sqlx::Error,
     },
 
-    /// Reading SQLite directly (the fast full-table scan) failed.
-    #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// Reading SQLite directly (the sync pass's fast scans) failed while doing `what`.
+    #[error("database: {what}: {source}")]
+    Sqlite {
+        /// What the scan was doing: opening the file, reading market_data.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: rusqlite::Error,
+    },
 
     /// Building or formatting Arrow data failed: what was being built (a partition's rows, a
     /// checkpoint, a result for output), and why.
@@ -297,6 +303,15 @@ impl<T> Context<T> for std::result::Result<T, datafusion::arrow::error::ArrowErr
     }
 }
 
+impl<T> Context<T> for std::result::Result<T, rusqlite::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Sqlite {
+            what: what(),
+            source,
+        })
+    }
+}
+
 impl<T> Context<T> for std::result::Result<T, datafusion::parquet::errors::ParquetError> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| Error::Parquet {
@@ -381,7 +396,7 @@ impl Error {
                 _ => 3,
             },
             Error::Database { .. }
-            | Error::Sqlite(_)
+            | Error::Sqlite { .. }
             | Error::Arrow { .. }
             | Error::Parquet { .. }
             | Error::Migrate(_)

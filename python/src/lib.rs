@@ -103,7 +103,7 @@ fn exception(e: &quiver::Error, message: String) -> PyErr {
         E::EmptyRange(_) => EmptyRangeError::new_err(message),
         E::InvalidRange { .. } => InvalidRangeError::new_err(message),
         E::EmptyCache { .. } => EmptyCacheError::new_err(message),
-        E::Database { .. } | E::Sqlite(_) | E::Migrate(_) => DatabaseError::new_err(message),
+        E::Database { .. } | E::Sqlite { .. } | E::Migrate(_) => DatabaseError::new_err(message),
         _ => Error::new_err(message),
     }
 }

@@ -3,6 +3,7 @@
 //! sqlx where no file is at hand.
 
 use super::*;
+use crate::error::Context;
 
 pub(super) const SCAN_ALL: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
      FROM market_data ORDER BY symbol, timeframe, ts";
@@ -132,8 +133,10 @@ impl Direct {
         let conn = rusqlite::Connection::open_with_flags(
             &self.file,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        )
+        .context(|| format!("opening {} to scan", self.file.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .context(|| "setting the busy timeout".into())?;
         Ok(conn)
     }
 
@@ -188,21 +191,24 @@ pub(super) fn read_rows(
     params: &[Vec<rusqlite::types::Value>],
     tx: &tokio::sync::mpsc::Sender<Result<Vec<ScanRow>>>,
 ) -> Result<()> {
-    let mut statement = conn.prepare(sql)?;
+    let reading = || "scanning market_data".to_string();
+    let mut statement = conn.prepare(sql).context(reading)?;
     let mut tracker = SeriesTracker::default();
     let mut chunk = Vec::with_capacity(SCAN_CHUNK);
     for set in params {
-        let mut rows = statement.query(rusqlite::params_from_iter(set))?;
-        while let Some(row) = rows.next()? {
-            let symbol = row.get_ref(0)?;
-            let timeframe = row.get_ref(1)?;
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(set))
+            .context(reading)?;
+        while let Some(row) = rows.next().context(reading)? {
+            let symbol = row.get_ref(0).context(reading)?;
+            let timeframe = row.get_ref(1).context(reading)?;
             let (Ok(symbol), Ok(timeframe)) = (symbol.as_str(), timeframe.as_str()) else {
                 return Err(Error::corrupt(format!(
                     "market_data holds a non-text symbol or timeframe: {symbol:?} {timeframe:?}"
                 )));
             };
             let series = tracker.next(symbol, timeframe);
-            let ts: i64 = row.get(2)?;
+            let ts: i64 = row.get(2).context(reading)?;
             chunk.push(tracker.row(series, ts, |i| match row.get_ref(3 + i) {
                 Ok(raw) => match raw.as_str() {
                     Ok(s) => fixed8_from_text(s),
