@@ -213,15 +213,13 @@ async fn daemon_retries_while_sqlite_is_locked_past_the_busy_timeout() {
     .execute(&mut locker)
     .await
     .unwrap();
-    let log = db.path("daemon.log");
-    let (mut child, copy) = logged_daemon(&db, &log);
+    let daemon = LoggedDaemon::start(&db);
     let blocked = db
         .store
         .insert_bars(&day_of_bars("WAITING", 2, "2"), OnConflict::Error)
         .await;
     assert!(blocked.is_err(), "a write past the busy timeout fails");
-    wait_for_log(&log, "sync pass failed");
-    let failed = std::fs::read_to_string(&log).unwrap();
+    let failed = daemon.wait_for("sync pass failed");
     assert!(
         failed.contains("locked"),
         "the failure names the lock: {failed}"
@@ -229,9 +227,7 @@ async fn daemon_retries_while_sqlite_is_locked_past_the_busy_timeout() {
     sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
     db.wait_mirrored(Some(24 + 1), CATCH_UP).await;
     assert_mirrored(&db, "after the lock").await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    copy.join().unwrap();
+    daemon.kill();
     println!("faults: SQLite write lock held past the 10 s busy timeout; rows lost: 0");
 }
 
@@ -293,39 +289,60 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-/// Waits until the daemon's log (read from the file it is copied to) says `what`.
-fn wait_for_log(log: &Path, what: &str) {
-    let started = Instant::now();
-    while !std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .contains(what)
-    {
-        assert!(
-            started.elapsed() < CATCH_UP,
-            "the daemon never logged {what:?}: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `quiver sync --watch` with its log copied line by line to a file, so a test can wait for a
+/// line while the daemon runs.
+struct LoggedDaemon {
+    child: Spawned,
+    copy: std::thread::JoinHandle<()>,
+    log: PathBuf,
 }
 
-/// `quiver sync --watch` with its log copied line by line to `log` (read while it runs).
-fn logged_daemon(db: &TestDb, log: &Path) -> (Spawned, std::thread::JoinHandle<()>) {
-    let mut cmd = db.quiver(&["sync", "--watch"]);
-    if db.kind == Kind::Postgres {
-        cmd.env("QUIVER_DATABASE_URL", named_url(db));
-    }
-    let mut child = db.spawn(cmd.stdout(Stdio::null()).stderr(Stdio::piped()));
-    let stderr = child.stderr.take().unwrap();
-    let log = log.to_path_buf();
-    let copy = std::thread::spawn(move || {
-        use std::io::Write;
-        let mut out = std::fs::File::create(&log).unwrap();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(out, "{line}");
+impl LoggedDaemon {
+    fn start(db: &TestDb) -> LoggedDaemon {
+        let mut cmd = db.quiver(&["sync", "--watch"]);
+        if db.kind == Kind::Postgres {
+            cmd.env("QUIVER_DATABASE_URL", named_url(db));
         }
-    });
-    (child, copy)
+        let mut child = db.spawn(cmd.stdout(Stdio::null()).stderr(Stdio::piped()));
+        let stderr = child.stderr.take().unwrap();
+        let log = db.path("daemon.log");
+        let file = log.clone();
+        let copy = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut out = std::fs::File::create(&file).unwrap();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(out, "{line}");
+            }
+        });
+        LoggedDaemon { child, copy, log }
+    }
+
+    /// What it has logged so far.
+    fn said(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until it has logged `what`; returns the log.
+    fn wait_for(&self, what: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let said = self.said();
+            if said.contains(what) {
+                return said;
+            }
+            assert!(
+                started.elapsed() < CATCH_UP,
+                "the daemon never logged {what:?}: {said}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.copy.join().unwrap();
+    }
 }
 
 /// The cache's disk fills up during a pass: the last version stays readable and exact, the
@@ -333,16 +350,14 @@ fn logged_daemon(db: &TestDb, log: &Path) -> (Spawned, std::thread::JoinHandle<(
 async fn cache_disk_full(db: TestDb) {
     let _mount = Mount::tmpfs(&db.config.cache.dir, "6m");
     insert(&db, &generated(4, 3, "1h", 9)).await;
-    let log = db.path("daemon.log");
-    let (mut child, copy) = logged_daemon(&db, &log);
+    let daemon = LoggedDaemon::start(&db);
     db.wait_mirrored(None, CATCH_UP).await;
     let before = table_rows(&db).await;
 
     let filler = fill(&db.config.cache.dir);
     // Enough new bars that their files cannot fit in what is left.
     insert(&db, &generated(40, 10, "1h", 10)).await;
-    wait_for_log(&log, "sync pass failed");
-    let failed = std::fs::read_to_string(&log).unwrap();
+    let failed = daemon.wait_for("sync pass failed");
     assert!(
         failed.contains("No space left on device"),
         "the failure names the cause: {failed}"
@@ -357,9 +372,7 @@ async fn cache_disk_full(db: TestDb) {
     db.wait_mirrored(Some(db.count().await as u64), CATCH_UP)
         .await;
     assert_mirrored(&db, "after space came back").await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    copy.join().unwrap();
+    daemon.kill();
     println!(
         "faults: cache disk full during a pass ({}); rows lost: 0",
         db.kind_name()
@@ -371,15 +384,13 @@ async fn cache_disk_full(db: TestDb) {
 async fn cache_folder_read_only(db: TestDb) {
     let mount = Mount::tmpfs(&db.config.cache.dir, "64m");
     insert(&db, &generated(3, 3, "1h", 11)).await;
-    let log = db.path("daemon.log");
-    let (mut child, copy) = logged_daemon(&db, &log);
+    let daemon = LoggedDaemon::start(&db);
     db.wait_mirrored(None, CATCH_UP).await;
     let before = table_rows(&db).await;
 
     mount.remount("ro");
     insert(&db, &day_of_bars("READONLY", 4, "4.25")).await;
-    wait_for_log(&log, "sync pass failed");
-    let failed = std::fs::read_to_string(&log).unwrap();
+    let failed = daemon.wait_for("sync pass failed");
     assert!(failed.contains("Read-only file system"), "{failed}");
     assert_eq!(reader_rows(&db).await, before, "reads need no write access");
 
@@ -387,9 +398,7 @@ async fn cache_folder_read_only(db: TestDb) {
     db.wait_mirrored(Some(before.len() as u64 + 24), CATCH_UP)
         .await;
     assert_mirrored(&db, "after the folder was writable again").await;
-    child.kill().unwrap();
-    child.wait().unwrap();
-    copy.join().unwrap();
+    daemon.kill();
     println!(
         "faults: cache folder read-only during passes ({}); rows lost: 0",
         db.kind_name()
@@ -643,26 +652,23 @@ async fn daemon_survives_a_postgres_restart() {
     let cluster = Cluster::start();
     let db = TestDb::postgres_on(&cluster.url()).await;
     insert(&db, &day_of_bars("BEFORE", 1, "1")).await;
-    let log = db.path("daemon.log");
-    let (mut child, copy) = logged_daemon(&db, &log);
+    let daemon = LoggedDaemon::start(&db);
     db.wait_mirrored(Some(24), CATCH_UP).await;
 
     cluster.down();
     // Down until the daemon has noticed: a pass fails once the pool gives up waiting for a
     // connection (10 s), and says so.
-    wait_for_log(&log, "sync pass failed");
+    daemon.wait_for("sync pass failed");
     cluster.up();
     // The pool of this test reconnects by itself (connections are checked before use).
     insert(&db, &day_of_bars("AFTER", 2, "2")).await;
     db.wait_mirrored(Some(48), CATCH_UP).await;
     assert_mirrored(&db, "after the restart").await;
-    let said = std::fs::read_to_string(&log).unwrap();
+    let said = daemon.said();
     assert!(
         said.contains("cache caught up"),
         "the recovery is logged: {said}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    copy.join().unwrap();
+    daemon.kill();
     println!("faults: PostgreSQL server stopped and started under the daemon; rows lost: 0");
 }
