@@ -187,6 +187,13 @@ pub fn bars(bars: &Bars, format: BarsFormat) -> Result<String> {
         .unwrap_or_else(crate::cache::schema);
     let mut out = Vec::new();
     write_rows(&schema, &bars.batches, format, usize::MAX, &mut out)?;
+    if format == SqlFormat::Json {
+        // `quiver bars` has always printed its JSON indented, one field a line.
+        let rows: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| Error::internal(format!("arrow's JSON did not parse: {e}")))?;
+        return serde_json::to_string_pretty(&rows)
+            .map_err(|e| Error::internal(format!("json: {e}")));
+    }
     Ok(String::from_utf8_lossy(&out).trim_end().to_string())
 }
 
