@@ -270,28 +270,24 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-/// Names the store operation a database error happened in: `.during("writing bars")`.
-pub(crate) trait During<T> {
-    /// The result, with `what` recorded in a database error that has no operation yet.
-    fn during(self, what: &str) -> Result<T>;
+/// Names what was being done when a call failed: `.context(|| ...)?`. On an Arrow, Parquet or
+/// rusqlite error it wraps the error with `what`; on quiver's own result it records `what` as
+/// the operation of a database error that has none yet (other errors pass unchanged).
+pub(crate) trait Context<T> {
+    /// The error, wrapped with `what` (called only on failure).
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
 }
 
-impl<T> During<T> for Result<T> {
-    fn during(self, what: &str) -> Result<T> {
+impl<T> Context<T> for Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| match e {
             Error::Database { what: None, source } => Error::Database {
-                what: Some(what.to_string()),
+                what: Some(what()),
                 source,
             },
             other => other,
         })
     }
-}
-
-/// Names what was being done when an Arrow or Parquet call failed: `.context(|| ...)?`.
-pub(crate) trait Context<T> {
-    /// The error, wrapped with `what` (called only on failure).
-    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
 }
 
 impl<T> Context<T> for std::result::Result<T, datafusion::arrow::error::ArrowError> {

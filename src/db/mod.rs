@@ -24,7 +24,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::config::{DatabaseConfig, redact_url};
-use crate::error::{During, Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::feed::{ChangeBatch, ChangedDay, FeedPosition};
 use crate::model::{Bar, Symbol, Timeframe};
 
@@ -157,14 +157,14 @@ impl Store {
 
     async fn open(config: &DatabaseConfig, read_only: bool) -> Result<Self> {
         let url = config.url.as_str();
-        let connecting = format!("connecting to {}", redact_url(url));
+        let connecting = || format!("connecting to {}", redact_url(url));
         let inner = if url.starts_with("sqlite:") {
-            Inner::Sqlite(sqlite::connect(url, read_only).await.during(&connecting)?)
+            Inner::Sqlite(sqlite::connect(url, read_only).await.context(connecting)?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Inner::Postgres(
                 postgres::connect(config, read_only)
                     .await
-                    .during(&connecting)?,
+                    .context(connecting)?,
             )
         } else {
             return Err(Error::Config {
@@ -278,12 +278,16 @@ impl Store {
         let begin = "starting a write";
         Ok(BarWriter {
             inner: match &self.inner {
-                Inner::Sqlite(p) => {
-                    WriterInner::Sqlite(sqlite::Writer::begin(p, policy).await.during(begin)?)
-                }
-                Inner::Postgres(p) => {
-                    WriterInner::Postgres(postgres::Writer::begin(p, policy).await.during(begin)?)
-                }
+                Inner::Sqlite(p) => WriterInner::Sqlite(
+                    sqlite::Writer::begin(p, policy)
+                        .await
+                        .context(|| begin.into())?,
+                ),
+                Inner::Postgres(p) => WriterInner::Postgres(
+                    postgres::Writer::begin(p, policy)
+                        .await
+                        .context(|| begin.into())?,
+                ),
             },
             received: 0,
         })
@@ -302,7 +306,7 @@ impl Store {
             Inner::Sqlite(p) => sqlite::delete(p, filter).await,
             Inner::Postgres(p) => postgres::delete(p, filter).await,
         }
-        .during("deleting bars")
+        .context(|| "deleting bars".into())
     }
 
     /// Reads the bars matching `filter`, ordered by `(symbol, timeframe, ts)`.
@@ -311,7 +315,7 @@ impl Store {
             Inner::Sqlite(p) => sqlite::read(p, filter).await,
             Inner::Postgres(p) => postgres::read(p, filter).await,
         }
-        .during("reading bars")
+        .context(|| "reading bars".into())
     }
 
     /// Number of bars, first and last open time of every series, ordered by symbol and timeframe.
@@ -320,7 +324,7 @@ impl Store {
             Inner::Sqlite(p) => sqlite::summary(p).await,
             Inner::Postgres(p) => postgres::summary(p).await,
         }
-        .during("summarising the series")
+        .context(|| "summarising the series".into())
     }
 
     /// The changes committed after `since`, and the position that follows them.
@@ -334,7 +338,7 @@ impl Store {
             Inner::Sqlite(p) => sqlite::changes_since(p, since).await,
             Inner::Postgres(p) => postgres::changes_since(p, since).await,
         }
-        .during("reading the change log")
+        .context(|| "reading the change log".into())
     }
 
     /// Forgets log entries that `position` has consumed (PostgreSQL; SQLite's log keeps one
@@ -343,7 +347,7 @@ impl Store {
         match (&self.inner, position) {
             (Inner::Postgres(p), FeedPosition::Postgres { xmin, .. }) => postgres::prune(p, *xmin)
                 .await
-                .during("pruning the change log"),
+                .context(|| "pruning the change log".into()),
             _ => Ok(0),
         }
     }
@@ -364,7 +368,7 @@ impl Store {
         const COUNT: &str = "SELECT count(*) FROM market_data";
         let n: i64 = on_pool!(&self.inner, p => sqlx::query_scalar(COUNT).fetch_one(p).await)
             .map_err(Error::from)
-            .during("counting market_data")?;
+            .context(|| "counting market_data".into())?;
         Ok(n.max(0) as u64)
     }
 
@@ -395,7 +399,7 @@ impl Store {
                     .map_err(Error::from)
             }
         };
-        Ok(n.during("counting pending changes")?.max(0) as u64)
+        Ok(n.context(|| "counting pending changes".into())?.max(0) as u64)
     }
 
     /// Every entry of the change log, in no particular order and whatever has been consumed:
@@ -405,7 +409,7 @@ impl Store {
             Inner::Sqlite(p) => sqlite::change_log(p).await,
             Inner::Postgres(p) => postgres::change_log(p).await,
         }
-        .during("reading the change log")
+        .context(|| "reading the change log".into())
     }
 }
 
@@ -428,7 +432,7 @@ impl BarWriter {
             WriterInner::Sqlite(w) => w.write(bars).await,
             WriterInner::Postgres(w) => w.write(bars).await,
         }
-        .during("writing bars")
+        .context(|| "writing bars".into())
     }
 
     /// Makes everything written visible at once.
@@ -437,7 +441,7 @@ impl BarWriter {
             WriterInner::Sqlite(w) => w.commit().await,
             WriterInner::Postgres(w) => w.commit().await,
         }
-        .during("committing bars")?;
+        .context(|| "committing bars".into())?;
         Ok(WriteReport {
             received: self.received,
             written,
