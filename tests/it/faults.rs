@@ -8,7 +8,7 @@
 //! the README's table of faults comes from those lines.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -37,39 +37,6 @@ fn app_name(db: &TestDb) -> String {
         .schema
         .clone()
         .expect("a PostgreSQL test")
-}
-
-/// `quiver sync --watch` on the test's database, its log on stderr (drained by a thread).
-fn daemon(db: &TestDb, config: Option<&str>) -> (Spawned, std::thread::JoinHandle<String>) {
-    let mut args = vec![];
-    if let Some(c) = config {
-        args.extend(["--config", c]);
-    }
-    args.extend(["sync", "--watch"]);
-    let mut cmd = db.quiver(&args);
-    if db.kind == Kind::Postgres {
-        cmd.env("QUIVER_DATABASE_URL", named_url(db));
-    }
-    let mut child = db.spawn(cmd.stdout(Stdio::null()).stderr(Stdio::piped()));
-    let mut stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    (child, log)
-}
-
-/// Stops the daemon with SIGTERM and returns its log.
-fn stop(mut child: Spawned, log: std::thread::JoinHandle<String>) -> String {
-    // SAFETY: `kill` with our own child's pid and a standard signal number.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let status = child.wait().unwrap();
-    let log = log.join().unwrap();
-    assert_eq!(status.code(), Some(0), "the daemon failed: {log}");
-    log
 }
 
 /// Bars of `symbol` on day `day` (of March 2024), one an hour, every price `price`.
@@ -116,7 +83,7 @@ async fn terminate_backends(db: &TestDb, admin: &mut sqlx::PgConnection, query: 
 async fn daemon_survives_its_backends_terminated_mid_pass() {
     let db = TestDb::new(Kind::Postgres).await;
     insert(&db, &generated(8, 5, "1h", 3)).await;
-    let (child, log) = daemon(&db, None);
+    let daemon = LoggedDaemon::start(&db);
     db.wait_mirrored(None, CATCH_UP).await;
 
     let mut admin = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
@@ -139,7 +106,7 @@ async fn daemon_survives_its_backends_terminated_mid_pass() {
     db.wait_mirrored(Some(db.count().await as u64), CATCH_UP)
         .await;
     assert_mirrored(&db, "after the terminations").await;
-    let log = stop(child, log);
+    let log = daemon.stop();
     assert!(
         log.contains("sync pass failed") || log.contains("reconnecting"),
         "{log}"
@@ -158,7 +125,7 @@ async fn every_commit_is_mirrored_while_the_listen_connection_is_killed() {
     let db = TestDb::new(Kind::Postgres).await;
     insert(&db, &day_of_bars("BASE", 1, "1")).await;
     let config = db.file("slow-poll.toml", "[sync]\npoll_interval = \"1h\"\n");
-    let (child, log) = daemon(&db, Some(config.to_str().unwrap()));
+    let daemon = LoggedDaemon::start_with(&db, Some(config.to_str().unwrap()));
     db.wait_mirrored(Some(24), CATCH_UP).await;
 
     let mut admin = sqlx::PgConnection::connect(&pg_url()).await.unwrap();
@@ -185,7 +152,7 @@ async fn every_commit_is_mirrored_while_the_listen_connection_is_killed() {
         db.wait_mirrored(Some(rows), CATCH_UP).await;
     }
     assert_mirrored(&db, "after 100 listener kills").await;
-    let log = stop(child, log);
+    let log = daemon.stop();
     assert!(log.contains("reconnecting"), "{log}");
     println!("faults: LISTEN connection killed {kills} times; {kills} commits, all mirrored");
 }
@@ -299,7 +266,17 @@ struct LoggedDaemon {
 
 impl LoggedDaemon {
     fn start(db: &TestDb) -> LoggedDaemon {
-        let mut cmd = db.quiver(&["sync", "--watch"]);
+        LoggedDaemon::start_with(db, None)
+    }
+
+    /// With `--config FILE`.
+    fn start_with(db: &TestDb, config: Option<&str>) -> LoggedDaemon {
+        let mut args = vec![];
+        if let Some(c) = config {
+            args.extend(["--config", c]);
+        }
+        args.extend(["sync", "--watch"]);
+        let mut cmd = db.quiver(&args);
         if db.kind == Kind::Postgres {
             cmd.env("QUIVER_DATABASE_URL", named_url(db));
         }
@@ -338,10 +315,25 @@ impl LoggedDaemon {
         }
     }
 
+    /// SIGKILL: no destructor, no cleanup.
     fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         self.copy.join().unwrap();
+    }
+
+    /// SIGTERM; asserts a clean exit (status 0) and returns the whole log.
+    fn stop(mut self) -> String {
+        // SAFETY: `kill` with our own child's pid and a standard signal number.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        let LoggedDaemon { copy, log, .. } = self;
+        copy.join().unwrap();
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(status.code(), Some(0), "the daemon failed: {log}");
+        log
     }
 }
 
@@ -436,7 +428,7 @@ async fn kill_9_at_random_moments(db: TestDb) {
     let mut kills = 0;
     let mut checked = 0;
     for i in 0..iterations {
-        let (mut child, log) = daemon(&db, None);
+        let daemon = LoggedDaemon::start(&db);
         // A few commits while the daemon starts and passes, then kill -9 at a random moment.
         for _ in 0..1 + rng.below(3) {
             let symbol = format!("SYM00{}", 1 + rng.below(3));
@@ -468,9 +460,7 @@ async fn kill_9_at_random_moments(db: TestDb) {
             committed.insert(digest(&table_rows(&db).await));
         }
         tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-        drop(log);
+        daemon.kill();
         kills += 1;
 
         if Cache::new(&db.config.cache.dir)
@@ -494,11 +484,11 @@ async fn kill_9_at_random_moments(db: TestDb) {
             checked += 1;
         }
     }
-    let (child, log) = daemon(&db, None);
+    let daemon = LoggedDaemon::start(&db);
     db.wait_mirrored(Some(db.count().await as u64), CATCH_UP)
         .await;
     assert_mirrored(&db, "after the last kill -9").await;
-    stop(child, log);
+    daemon.stop();
     assert!(
         checked > iterations / 2,
         "only {checked} kills found a version"
