@@ -344,7 +344,7 @@ fn parquet_imports_exactly_or_names_file_row_and_field() {
 }
 
 /// Arbitrary bytes behind every format's first bytes (gzip, zstd, Parquet, each text format's
-/// header): read_file refuses them as bad input (exit status 2) naming the file, or reads
+/// header, a Binance kline row): read_file refuses them as bad input (exit status 2) naming the file, or reads
 /// bars; it never panics.
 #[test]
 fn arbitrary_bytes_never_panic() {
@@ -359,6 +359,7 @@ fn arbitrary_bytes_never_panic() {
         b"Date,Open,High,Low,Close,Adj Close,Volume\n",
         b"Date,Time,Open,High,Low,Close,Volume,OpenInterest\n",
         b"ts,open,high,low,close,volume\n",
+        b"1704067200000,42000.1,42100,41900,42050.5,12.5,1704067259999\n",
     ];
     let strategy = (
         prop::sample::select(heads),
