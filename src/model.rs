@@ -282,7 +282,51 @@ pub fn parse_decimal(raw: &str) -> Result<Decimal, String> {
 
 /// The canonical text of a decimal: plain notation, no trailing zeros (`712345.12`).
 pub fn decimal_text(d: &Decimal) -> String {
-    d.normalize().to_string()
+    let mut out = String::with_capacity(24);
+    push_decimal_text(&mut out, d);
+    out
+}
+
+/// Appends [`decimal_text`] of `d` to `out`: the bulk writers' form, without an allocation per
+/// value (rust_decimal's `Display` after `normalize` cost ~15% of a SQLite bulk write).
+pub fn push_decimal_text(out: &mut String, d: &Decimal) {
+    let mut mantissa = d.mantissa().unsigned_abs();
+    let mut scale = d.scale() as usize;
+    while scale > 0 && mantissa.is_multiple_of(10) {
+        mantissa /= 10;
+        scale -= 1;
+    }
+    if mantissa == 0 {
+        out.push('0');
+        return;
+    }
+    // At most 29 digits (a 96-bit mantissa), written from the right.
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    while mantissa > 0 {
+        at -= 1;
+        digits[at] = b'0' + (mantissa % 10) as u8;
+        mantissa /= 10;
+    }
+    if d.is_sign_negative() {
+        out.push('-');
+    }
+    let digits = &digits[at..];
+    let whole = digits.len().saturating_sub(scale);
+    let push = |out: &mut String, bytes: &[u8]| {
+        out.extend(bytes.iter().map(|&b| char::from(b)));
+    };
+    if whole == 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - digits.len()));
+        push(out, digits);
+    } else {
+        push(out, &digits[..whole]);
+        if scale > 0 {
+            out.push('.');
+            push(out, &digits[whole..]);
+        }
+    }
 }
 
 /// Exact decimals as stored in the cache: `Decimal128(28, 8)`, i.e. the value times 10^8.
@@ -489,6 +533,22 @@ pub fn ts_from_micros(micros: i64) -> Result<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The bulk writers' decimal text is exactly rust_decimal's normalised `Display`, for
+        /// every mantissa, sign and scale (zeros, trailing zeros, values below one).
+        #[test]
+        fn decimal_text_is_normalized_display(
+            mantissa in proptest::prop_oneof![
+                -1_000_000i128..1_000_000,
+                -(1i128 << 96) + 1..(1i128 << 96),
+            ],
+            scale in 0u32..=28,
+        ) {
+            let d = Decimal::from_i128_with_scale(mantissa, scale);
+            proptest::prop_assert_eq!(decimal_text(&d), d.normalize().to_string());
+        }
+    }
 
     #[test]
     fn fixed8_round_trips_exactly() {

@@ -2,6 +2,7 @@
 //! in one transaction.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker};
 use crate::error::{Error, Result};
 use crate::feed::{ChangeBatch, ChangedDay, DayChange, FeedPosition};
 use crate::model::{
-    Bar, Symbol, Timeframe, decimal_text, fixed8_from_text, format_ts, ts_from_micros,
+    Bar, Symbol, Timeframe, fixed8_from_text, format_ts, push_decimal_text, ts_from_micros,
 };
 
 /// Rows per multi-row INSERT: 8 parameters each stays under SQLite's 32766 limit while
@@ -103,11 +104,12 @@ pub(super) struct Writer {
     /// again before it commits (`None` when the table has no such trigger).
     trigger: Option<String>,
     policy: OnConflict,
-    full_sql: String,
     written: u64,
     /// The `(symbol, timeframe, day)`s written with their earliest bar, logged at commit in
     /// place of the trigger.
     days: BTreeMap<(Symbol, Timeframe, i64), i64>,
+    /// The decimal text of one statement's rows, reused.
+    text: String,
 }
 
 impl Writer {
@@ -134,56 +136,63 @@ impl Writer {
             tx,
             trigger,
             policy,
-            full_sql: insert_sql(ROWS_PER_STATEMENT, policy),
             written: 0,
             days: BTreeMap::new(),
+            text: String::new(),
         })
     }
 
     pub(super) async fn write(&mut self, bars: &[Bar]) -> Result<()> {
-        for chunk in bars.chunks(ROWS_PER_STATEMENT) {
-            let sql = if chunk.len() == ROWS_PER_STATEMENT {
-                self.full_sql.clone()
-            } else {
-                insert_sql(chunk.len(), self.policy)
-            };
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for bar in chunk {
-                let day = crate::feed::day_of(&bar.ts);
-                let ts = bar.ts_micros();
-                match self.days.last_key_value() {
-                    // Bars usually come in key order: the last day's entry, without a lookup.
-                    Some(((s, t, d), _)) if (s, t, *d) == (&bar.symbol, &bar.timeframe, day) => {
-                        if let Some(mut last) = self.days.last_entry() {
-                            *last.get_mut() = (*last.get()).min(ts);
-                        }
-                    }
-                    _ => {
-                        self.days
-                            .entry((bar.symbol.clone(), bar.timeframe, day))
-                            .and_modify(|m| *m = (*m).min(ts))
-                            .or_insert(ts);
-                    }
-                }
-                query = query
-                    .bind(bar.symbol.as_str().to_owned())
-                    .bind(bar.timeframe.to_string())
-                    .bind(bar.ts_micros())
-                    .bind(decimal_text(&bar.open))
-                    .bind(decimal_text(&bar.high))
-                    .bind(decimal_text(&bar.low))
-                    .bind(decimal_text(&bar.close))
-                    .bind(decimal_text(&bar.volume));
+        for bar in bars {
+            self.track(bar);
+        }
+        let policy = self.policy;
+        let outcome = {
+            let mut handle = self.tx.lock_handle().await?;
+            // The rows go through rusqlite's statement API on sqlx's own connection (its handle
+            // is locked for the call), inside this writer's transaction: values are bound from
+            // borrowed text, with no argument allocated per value as sqlx's binds do.
+            // SAFETY: the handle stays locked, so sqlx's worker leaves the connection alone,
+            // until the end of this block, where `conn` is dropped first; a connection made
+            // by `from_handle` never closes the handle.
+            let conn =
+                unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) };
+            match conn {
+                Ok(conn) => insert_rows(&conn, bars, policy, &mut self.text),
+                Err(e) => Err((e, 0..0)),
             }
-            match query.execute(&mut *self.tx).await {
-                Ok(done) => self.written += done.rows_affected(),
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(self.conflict_in(chunk).await?.unwrap_or(Error::from(e)));
+        };
+        match outcome {
+            Ok(written) => {
+                self.written += written;
+                Ok(())
+            }
+            Err((e, rows)) if is_primary_key_violation(&e) => Err(self
+                .conflict_in(&bars[rows])
+                .await?
+                .unwrap_or_else(|| rusqlite_error(e))),
+            Err((e, _)) => Err(rusqlite_error(e)),
+        }
+    }
+
+    /// Notes the `(symbol, timeframe, day)` of `bar` with its earliest bar, for commit.
+    fn track(&mut self, bar: &Bar) {
+        let day = crate::feed::day_of(&bar.ts);
+        let ts = bar.ts_micros();
+        match self.days.last_key_value() {
+            // Bars usually come in key order: the last day's entry, without a lookup.
+            Some(((s, t, d), _)) if (s, t, *d) == (&bar.symbol, &bar.timeframe, day) => {
+                if let Some(mut last) = self.days.last_entry() {
+                    *last.get_mut() = (*last.get()).min(ts);
                 }
-                Err(e) => return Err(e.into()),
+            }
+            _ => {
+                self.days
+                    .entry((bar.symbol.clone(), bar.timeframe, day))
+                    .and_modify(|m| *m = (*m).min(ts))
+                    .or_insert(ts);
             }
         }
-        Ok(())
     }
 
     /// Names the first bar of `chunk` whose key is already stored (the failed statement was
@@ -246,8 +255,92 @@ impl Writer {
     }
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+/// Inserts `bars` with statements of [`ROWS_PER_STATEMENT`] rows (and one for the rest), the
+/// decimals written as canonical text into `text`. Returns the rows changed, or the error with
+/// the rows of the statement that failed (rolled back alone; the transaction goes on).
+fn insert_rows(
+    conn: &rusqlite::Connection,
+    bars: &[Bar],
+    policy: OnConflict,
+    text: &mut String,
+) -> Result<u64, (rusqlite::Error, std::ops::Range<usize>)> {
+    let mut written = 0;
+    let mut full = None;
+    let mut at = 0;
+    for chunk in bars.chunks(ROWS_PER_STATEMENT) {
+        let rows = at..at + chunk.len();
+        at = rows.end;
+        let fail = |e| (e, rows.clone());
+        let mut rest;
+        let statement = if chunk.len() == ROWS_PER_STATEMENT {
+            if full.is_none() {
+                full = Some(
+                    conn.prepare(&insert_sql(ROWS_PER_STATEMENT, policy))
+                        .map_err(fail)?,
+                );
+            }
+            full.as_mut().expect("prepared above")
+        } else {
+            rest = conn
+                .prepare(&insert_sql(chunk.len(), policy))
+                .map_err(fail)?;
+            &mut rest
+        };
+        // The timeframe and decimals of the whole statement as one text first, then bound as
+        // slices of it.
+        text.clear();
+        let mut ends = Vec::with_capacity(chunk.len() * 6);
+        for bar in chunk {
+            // Writing into a String cannot fail.
+            let _ = write!(text, "{}", bar.timeframe);
+            ends.push(text.len());
+            for value in [&bar.open, &bar.high, &bar.low, &bar.close, &bar.volume] {
+                push_decimal_text(text, value);
+                ends.push(text.len());
+            }
+        }
+        let all = text.as_str();
+        let mut ends = ends.into_iter();
+        let mut start = 0;
+        let mut next = move || {
+            let from = start;
+            start = ends.next().unwrap_or(from);
+            &all[from..start]
+        };
+        let mut param = 1;
+        for bar in chunk {
+            statement
+                .raw_bind_parameter(param, bar.symbol.as_str())
+                .map_err(fail)?;
+            statement
+                .raw_bind_parameter(param + 1, next())
+                .map_err(fail)?;
+            statement
+                .raw_bind_parameter(param + 2, bar.ts_micros())
+                .map_err(fail)?;
+            for k in 3..8 {
+                statement
+                    .raw_bind_parameter(param + k, next())
+                    .map_err(fail)?;
+            }
+            param += 8;
+        }
+        written += statement.raw_execute().map_err(fail)? as u64;
+    }
+    Ok(written)
+}
+
+/// A failed insert's error, as quiver reports database errors.
+fn rusqlite_error(source: rusqlite::Error) -> Error {
+    Error::Sqlite {
+        what: "writing bars".into(),
+        source,
+    }
+}
+
+fn is_primary_key_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
 /// `head` (a statement on `market_data`) restricted by `filter`, then `tail`, with its values
