@@ -300,13 +300,20 @@ pub fn push_decimal_text(out: &mut String, d: &Decimal) {
         out.push('0');
         return;
     }
-    // At most 29 digits (a 96-bit mantissa), written from the right.
+    // At most 29 digits (a 96-bit mantissa), written from the right; in 64-bit arithmetic
+    // once the rest fits (128-bit division is several times slower).
     let mut digits = [0u8; 40];
     let mut at = digits.len();
-    while mantissa > 0 {
+    while mantissa > u128::from(u64::MAX) {
         at -= 1;
         digits[at] = b'0' + (mantissa % 10) as u8;
         mantissa /= 10;
+    }
+    let mut rest = mantissa as u64;
+    while rest > 0 {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
     }
     if d.is_sign_negative() {
         out.push('-');

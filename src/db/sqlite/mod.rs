@@ -27,9 +27,14 @@ use crate::model::{
     Bar, Symbol, Timeframe, fixed8_from_text, format_ts, push_decimal_text, ts_from_micros,
 };
 
-/// Rows per multi-row INSERT: 8 parameters each stays under SQLite's 32766 limit while
-/// amortising the per-statement round trip to sqlx's worker thread.
+/// Rows per multi-row INSERT of the change log (through sqlx): 6 parameters each stays under
+/// SQLite's 32766 limit while amortising the per-statement round trip to sqlx's worker thread.
 const ROWS_PER_STATEMENT: usize = 4000;
+
+/// Rows per prepared INSERT of bars (through rusqlite, bound in place): enough to amortise a
+/// statement's step, small enough that preparing it once per write call costs nothing.
+/// (Measured on a 1M-bar import: 1.69 s to write at 1000 rows, 1.78 s at 4000, 1.73 s at 64.)
+const INSERT_ROWS: usize = 1000;
 
 pub(super) async fn connect(url: &str, read_only: bool) -> Result<SqlitePool> {
     let options = SqliteConnectOptions::from_str(url)?;
@@ -44,6 +49,9 @@ pub(super) async fn connect(url: &str, read_only: bool) -> Result<SqlitePool> {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .pragma("cache_size", "-65536")
+        // New databases get 16 KiB pages: fewer page splits and B-tree levels per bar written
+        // (a 1M-bar import wrote in 1.73 s instead of 1.91 s); existing files keep theirs.
+        .page_size(16384)
         .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
     let file = options.get_filename();
     if let Some(dir) = file
@@ -255,7 +263,7 @@ impl Writer {
     }
 }
 
-/// Inserts `bars` with statements of [`ROWS_PER_STATEMENT`] rows (and one for the rest), the
+/// Inserts `bars` with statements of [`INSERT_ROWS`] rows (and one for the rest), the
 /// decimals written as canonical text into `text`. Returns the rows changed, or the error with
 /// the rows of the statement that failed (rolled back alone; the transaction goes on).
 fn insert_rows(
@@ -267,15 +275,15 @@ fn insert_rows(
     let mut written = 0;
     let mut full = None;
     let mut at = 0;
-    for chunk in bars.chunks(ROWS_PER_STATEMENT) {
+    for chunk in bars.chunks(INSERT_ROWS) {
         let rows = at..at + chunk.len();
         at = rows.end;
         let fail = |e| (e, rows.clone());
         let mut rest;
-        let statement = if chunk.len() == ROWS_PER_STATEMENT {
+        let statement = if chunk.len() == INSERT_ROWS {
             if full.is_none() {
                 full = Some(
-                    conn.prepare(&insert_sql(ROWS_PER_STATEMENT, policy))
+                    conn.prepare(&insert_sql(INSERT_ROWS, policy))
                         .map_err(fail)?,
                 );
             }
