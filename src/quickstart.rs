@@ -95,7 +95,7 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
         )
         .map_err(io)?;
     }
-    let report = write_bars(store, &parsed.bars, OnConflict::Skip).await?;
+    let report = write_bars(store, &parsed.into_sorted()?, OnConflict::Skip).await?;
     writeln!(
         out,
         "imported {} new bars ({} already present)",

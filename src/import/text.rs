@@ -27,124 +27,240 @@ pub fn read_text(
         })?,
         f => f,
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let mut records = reader.records();
+    let mut reader = csv_reader(text);
     let mut layout = if format == Format::Binance {
         Layout::binance()
     } else {
-        let header = match records.next() {
-            Some(r) => r.map_err(|e| csv_error(path, &e))?,
-            None => return Ok(format),
-        };
+        let mut header = csv::StringRecord::new();
+        if !reader
+            .read_record(&mut header)
+            .map_err(|e| csv_error(path, 0, &e))?
+        {
+            return Ok(format);
+        }
         Layout::from_header(format, &header).map_err(|message| Error::Format {
             file: path.into(),
             message,
         })?
     };
-    let fail = |line: u64, field: &str, message: String| Error::Input {
-        file: path.into(),
-        line,
-        field: field.into(),
-        message,
-    };
-    let source = parsed.source(path, true);
+    if layout.symbol.is_none() && options.symbol.is_none() {
+        return Err(Error::invalid(format!(
+            "{}: no symbol column; pass --symbol",
+            path.display()
+        )));
+    }
+    if layout.timeframe.is_none() && options.timeframe.is_none() {
+        return Err(Error::invalid(format!(
+            "{}: no timeframe column; pass --timeframe",
+            path.display()
+        )));
+    }
+    // The rows after the header, cut at line ends into one piece per core when no field can
+    // hold a line end (no quotes), each parsed on its own thread.
+    let body_at = reader.position().byte() as usize;
+    let body_line = reader.position().line();
+    let body = text.get(body_at..).unwrap_or("");
+    let pieces =
+        if body.len() >= PARALLEL_MIN_BYTES && memchr::memchr(b'"', body.as_bytes()).is_none() {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_PIECES))
+        } else {
+            1
+        };
+    let mut cuts = Vec::with_capacity(pieces);
+    let mut from = 0;
+    let mut line = body_line;
+    for k in 1..=pieces {
+        let to = if k == pieces {
+            body.len()
+        } else {
+            let guess = (body.len() * k / pieces).max(from);
+            memchr::memchr(b'\n', &body.as_bytes()[guess..]).map_or(body.len(), |i| guess + i + 1)
+        };
+        cuts.push((&body[from..to], line));
+        line += memchr::memchr_iter(b'\n', &body.as_bytes()[from..to]).count() as u64;
+        from = to;
+    }
     let shown = progress::bytes(text.len() as u64, "parsing");
-    // Files of a whole market repeat each symbol on many lines: parse each spelling once.
-    let mut last_symbol: Option<(String, Symbol)> = None;
-    for record in records {
-        let record = record.map_err(|e| csv_error(path, &e))?;
-        let (line, byte) = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
-        if line % 65_536 == 0 {
-            shown.set_position(byte);
+    shown.set_position(body_at as u64);
+    let context = Piece {
+        path,
+        format,
+        options,
+        shown: &shown,
+        pieces: cuts.len(),
+    };
+    let results: Vec<Result<Vec<(Bar, u64)>>> = if cuts.len() == 1 {
+        vec![context.parse(cuts[0].0, cuts[0].1, &mut layout)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = cuts
+                .iter()
+                .map(|&(piece, line)| {
+                    let mut layout = layout.clone();
+                    let context = &context;
+                    scope.spawn(move || context.parse(piece, line, &mut layout))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::internal("a parsing thread panicked")))
+                })
+                .collect()
+        })
+    };
+    let source = parsed.source(path, true, &layout.names[layout.ts_column()]);
+    // The first error in file order: each piece stops at its own first.
+    for result in results {
+        for (bar, line) in result? {
+            parsed.push(bar, source, line);
         }
-        if format == Format::Binance && line == 1 && !record.get(0).is_some_and(is_integer) {
-            continue; // some Binance exports carry a header row
-        }
-        if record.len() != layout.fields {
-            // backtrader files exist whose header omits `Time` although every row has one.
-            if format == Format::Backtrader
-                && layout.time.is_none()
-                && record.len() == layout.fields + 1
-            {
-                layout.insert_time_after_date();
-            } else {
-                return Err(fail(
-                    line,
-                    "row",
-                    format!("expected {} fields, found {}", layout.fields, record.len()),
-                ));
-            }
-        }
-        let get = |i: usize| record.get(i).unwrap_or("");
-        let symbol = match (layout.symbol, &options.symbol) {
-            (Some(i), _) => match &last_symbol {
-                Some((raw, symbol)) if raw == get(i) => symbol.clone(),
-                _ => {
-                    let symbol =
-                        Symbol::parse(get(i)).map_err(|m| fail(line, &layout.names[i], m))?;
-                    last_symbol = Some((get(i).to_string(), symbol.clone()));
-                    symbol
-                }
-            },
-            (None, Some(s)) => s.clone(),
-            (None, None) => {
-                return Err(Error::invalid(format!(
-                    "{}: no symbol column; pass --symbol",
-                    path.display()
-                )));
-            }
-        };
-        let timeframe = match (layout.timeframe, &options.timeframe) {
-            (Some(i), _) => {
-                Timeframe::parse(get(i)).map_err(|m| fail(line, &layout.names[i], m))?
-            }
-            (None, Some(t)) => *t,
-            (None, None) => {
-                return Err(Error::invalid(format!(
-                    "{}: no timeframe column; pass --timeframe",
-                    path.display()
-                )));
-            }
-        };
-        let ts = layout
-            .timestamp(&record, &options.tz, options.epoch)
-            .map_err(|(i, m)| fail(line, &layout.names[i], m))?;
-        let dec = |i: usize| parse_decimal(get(i)).map_err(|m| fail(line, &layout.names[i], m));
-        let bar = Bar {
-            symbol,
-            timeframe,
-            ts,
-            open: dec(layout.open)?,
-            high: dec(layout.high)?,
-            low: dec(layout.low)?,
-            close: dec(layout.close)?,
-            volume: dec(layout.volume)?,
-        };
-        if let Err(v) = bar.check() {
-            let column = match v.field {
-                "high" => layout.high,
-                "low" => layout.low,
-                _ => layout.volume,
-            };
-            return Err(fail(line, &layout.names[column], v.message));
-        }
-        parsed
-            .add(bar, source, line)
-            .map_err(|m| fail(line, &layout.names[layout.ts_column()], m))?;
     }
     shown.finish_and_clear();
     Ok(format)
 }
 
-pub(super) fn csv_error(path: &Path, e: &csv::Error) -> Error {
+/// Bodies smaller than this are parsed on the calling thread.
+pub(super) const PARALLEL_MIN_BYTES: usize = 1 << 20;
+/// At most this many threads parse one file.
+const MAX_PIECES: usize = 4;
+
+fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes())
+}
+
+/// What every piece of one file is parsed with.
+struct Piece<'a> {
+    path: &'a Path,
+    format: Format,
+    options: &'a ImportOptions,
+    shown: &'a indicatif::ProgressBar,
+    /// How many pieces the file was cut into.
+    pieces: usize,
+}
+
+impl Piece<'_> {
+    /// Parses and checks the rows of `text`, whose first line is line `first_line` of the file,
+    /// into bars with their lines; stops at the first bad row.
+    fn parse(&self, text: &str, first_line: u64, layout: &mut Layout) -> Result<Vec<(Bar, u64)>> {
+        let (path, format, options) = (self.path, self.format, self.options);
+        let offset = first_line.saturating_sub(1);
+        let fail = |line: u64, field: &str, message: String| Error::Input {
+            file: path.into(),
+            line,
+            field: field.into(),
+            message,
+        };
+        let mut reader = csv_reader(text);
+        // One record, refilled line after line.
+        let mut record = csv::StringRecord::new();
+        // Files of a whole market repeat each symbol on many lines, one symbol after another
+        // each minute: each spelling is parsed once.
+        let mut symbols: HashMap<Box<str>, Symbol> = HashMap::new();
+        let mut bars = Vec::with_capacity(text.len() / 48);
+        let mut shown_byte = 0;
+        while reader
+            .read_record(&mut record)
+            .map_err(|e| csv_error(path, offset, &e))?
+        {
+            let (line, byte) = record
+                .position()
+                .map_or((0, 0), |p| (p.line() + offset, p.byte()));
+            if line % 65_536 == 0 {
+                self.shown.inc(byte - shown_byte);
+                shown_byte = byte;
+            }
+            if format == Format::Binance && line == 1 && !record.get(0).is_some_and(is_integer) {
+                continue; // some Binance exports carry a header row
+            }
+            if record.len() != layout.fields {
+                // backtrader files exist whose header omits `Time` although every row has one.
+                if format == Format::Backtrader
+                    && layout.time.is_none()
+                    && record.len() == layout.fields + 1
+                {
+                    layout.insert_time_after_date();
+                } else {
+                    return Err(fail(
+                        line,
+                        "row",
+                        format!("expected {} fields, found {}", layout.fields, record.len()),
+                    ));
+                }
+            }
+            let get = |i: usize| record.get(i).unwrap_or("");
+            let symbol = match (layout.symbol, &options.symbol) {
+                (Some(i), _) => match symbols.get(get(i)) {
+                    Some(symbol) => symbol.clone(),
+                    None => {
+                        let symbol =
+                            Symbol::parse(get(i)).map_err(|m| fail(line, &layout.names[i], m))?;
+                        symbols.insert(get(i).into(), symbol.clone());
+                        symbol
+                    }
+                },
+                (None, Some(s)) => s.clone(),
+                (None, None) => return Err(Error::internal("no symbol (checked before)")),
+            };
+            let timeframe = match (layout.timeframe, &options.timeframe) {
+                (Some(i), _) => {
+                    Timeframe::parse(get(i)).map_err(|m| fail(line, &layout.names[i], m))?
+                }
+                (None, Some(t)) => *t,
+                (None, None) => return Err(Error::internal("no timeframe (checked before)")),
+            };
+            let ts = layout
+                .timestamp(&record, &options.tz, options.epoch)
+                .map_err(|(i, m)| fail(line, &layout.names[i], m))?;
+            let dec = |i: usize| parse_decimal(get(i)).map_err(|m| fail(line, &layout.names[i], m));
+            let bar = Bar {
+                symbol,
+                timeframe,
+                ts,
+                open: dec(layout.open)?,
+                high: dec(layout.high)?,
+                low: dec(layout.low)?,
+                close: dec(layout.close)?,
+                volume: dec(layout.volume)?,
+            };
+            if let Err(v) = bar.check() {
+                let column = match v.field {
+                    "high" => layout.high,
+                    "low" => layout.low,
+                    _ => layout.volume,
+                };
+                return Err(fail(line, &layout.names[column], v.message));
+            }
+            bars.push((bar, line));
+        }
+        self.shown.inc(text.len() as u64 - shown_byte);
+        // One of several pieces: in key order on this thread, so the import's sort only
+        // merges the pieces' runs.
+        if self.pieces > 1 {
+            bars.sort_unstable_by(|(a, a_line), (b, b_line)| {
+                (a.symbol.as_str(), a.timeframe, a.ts, a_line).cmp(&(
+                    b.symbol.as_str(),
+                    b.timeframe,
+                    b.ts,
+                    b_line,
+                ))
+            });
+        }
+        Ok(bars)
+    }
+}
+
+/// A CSV reader's error; its line is `offset` lines short of the file's.
+pub(super) fn csv_error(path: &Path, offset: u64, e: &csv::Error) -> Error {
     match e.position() {
         Some(p) => Error::Input {
             file: path.into(),
-            line: p.line(),
+            line: p.line() + offset,
             field: "row".into(),
             message: e.to_string(),
         },
@@ -194,7 +310,7 @@ pub fn sniff(first_line: &str) -> Option<Format> {
 }
 
 /// Where each value sits in a row.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Layout {
     pub(super) names: Vec<String>,
     pub(super) fields: usize,

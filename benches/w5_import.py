@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Import beside DuckDB (DESIGN.md section 5, W5; issue: import speed): one day of a whole market
+as the flat-file vendors ship it (gzip CSV, every ticker each minute, `window_start` in epoch
+nanoseconds), imported end to end by `quiver import` into SQLite and PostgreSQL, and read by
+DuckDB's `read_csv` into a table of the same shape, all in one run.
+
+    python3 benches/w5_import.py [--runs N] [--tickers N]
+
+Creates its own virtual environment under $QUIVER_BENCH_DIR (default /var/tmp/quiver-bench)
+with duckdb pinned; uses the release `quiver` binary of $CARGO_TARGET_DIR (default
+/var/tmp/quiver-bench-target), building it if missing. PostgreSQL from QUIVER_TEST_PG_URL
+(default postgres://postgres@127.0.0.1:5432/test), in a schema of its own. Each timing is the
+median of --runs, each into a fresh, migrated database; quiver's includes starting the process,
+reading and decompressing the file, parsing and validating every row, sorting, and the one
+write transaction.
+"""
+
+import argparse
+import gzip
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_DIR = Path(os.environ.get("QUIVER_BENCH_DIR", "/var/tmp/quiver-bench"))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/quiver-bench-target"))
+PG_URL = os.environ.get("QUIVER_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
+TOOLS = ["duckdb==2.0.0", "psycopg==3.3.9", "psycopg-binary==3.3.9"]
+SCHEMA = "quiver_bench_w5_import"
+MINUTES = 390  # one regular US session of 1m bars
+
+
+def ensure_env():
+    """Re-executes this script inside a virtual environment with duckdb."""
+    if os.environ.get("QUIVER_W5_IMPORT_VENV"):
+        return
+    env_dir = BENCH_DIR / "python-w5-import"
+    python = env_dir / "bin" / "python"
+    if not python.exists():
+        print(f"creating {env_dir}", file=sys.stderr)
+        venv.create(env_dir, with_pip=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *TOOLS],
+        check=True,
+    )
+    os.execve(str(python), [str(python), *sys.argv],
+              dict(os.environ, QUIVER_W5_IMPORT_VENV="1"))
+
+
+def quiver_binary():
+    binary = TARGET / "release" / "quiver"
+    if not binary.exists():
+        print("building the release binary", file=sys.stderr)
+        subprocess.run(["cargo", "build", "--release", "--bin", "quiver"], cwd=REPO, check=True,
+                       env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET)))
+    return binary
+
+
+def flat_file(path, tickers):
+    """A vendor-style day: rows ordered by minute, then ticker; prices of 2-4 decimals."""
+    rng = random.Random(42)
+    start_ns = 1_709_821_800 * 10**9  # 2024-03-07 14:30 UTC
+    names = [f"T{i:05d}" for i in range(tickers)]
+    price = [rng.uniform(5, 500) for _ in names]
+    with gzip.open(path, "wt", compresslevel=6, newline="") as f:
+        f.write("ticker,volume,open,close,high,low,window_start,transactions\n")
+        for m in range(MINUTES):
+            ts = start_ns + m * 60 * 10**9
+            for i, name in enumerate(names):
+                o = price[i]
+                c = max(0.01, o * (1 + rng.gauss(0, 0.001)))
+                h = max(o, c) * (1 + abs(rng.gauss(0, 0.0005)))
+                lo = min(o, c) * (1 - abs(rng.gauss(0, 0.0005)))
+                price[i] = c
+                v = rng.randint(100, 50_000)
+                f.write(f"{name},{v},{o:.4f},{c:.4f},{h:.4f},{lo:.4f},{ts},{v // 50}\n")
+    return tickers * MINUTES
+
+
+def env_for(url, schema=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUIVER_")}
+    env["QUIVER_DATABASE_URL"] = url
+    if schema:
+        env["QUIVER_DATABASE_SCHEMA"] = schema
+    return env
+
+
+def run(binary, env, *args):
+    subprocess.run([str(binary), "-q", *args], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def quiver_import(binary, tmp, path, rows, runs, backend):
+    import psycopg
+
+    times = []
+    for i in range(runs):
+        if backend == "sqlite":
+            db = tmp / f"import-{i}.db"
+            env = env_for(f"sqlite://{db}")
+        else:
+            with psycopg.connect(PG_URL, autocommit=True) as admin:
+                admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+            env = env_for(PG_URL, SCHEMA)
+        run(binary, env, "migrate")
+        t = time.perf_counter()
+        run(binary, env, "import", "--timeframe", "1m", str(path))
+        times.append(time.perf_counter() - t)
+        if backend == "sqlite":
+            with sqlite3.connect(db) as c:
+                n = c.execute("SELECT count(*) FROM market_data").fetchone()[0]
+            db.unlink()
+        else:
+            with psycopg.connect(PG_URL, options=f"-c search_path={SCHEMA}") as c:
+                n = c.execute("SELECT count(*) FROM market_data").fetchone()[0]
+        assert n == rows, (backend, n)
+    if backend == "postgres":
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+    return statistics.median(times)
+
+
+DUCKDB_TABLE = """CREATE TABLE market_data (
+    symbol VARCHAR NOT NULL, timeframe VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL,
+    open DECIMAL(28,8) NOT NULL, high DECIMAL(28,8) NOT NULL, low DECIMAL(28,8) NOT NULL,
+    close DECIMAL(28,8) NOT NULL, volume DECIMAL(28,8) NOT NULL CHECK (volume >= 0),
+    PRIMARY KEY (symbol, timeframe, ts),
+    CHECK (high >= low AND high >= open AND high >= close AND low <= open AND low <= close))"""
+
+DUCKDB_INSERT = """INSERT INTO market_data
+SELECT ticker, '1m', make_timestamp(window_start // 1000), open, high, low, close, volume
+FROM read_csv('{path}', header = true, columns = {{
+    'ticker': 'VARCHAR', 'volume': 'DECIMAL(28,8)', 'open': 'DECIMAL(28,8)',
+    'close': 'DECIMAL(28,8)', 'high': 'DECIMAL(28,8)', 'low': 'DECIMAL(28,8)',
+    'window_start': 'BIGINT', 'transactions': 'BIGINT'}})
+ORDER BY 1, 3"""
+
+
+def duckdb_read_csv(tmp, path, rows, runs, typed):
+    import duckdb
+
+    times = []
+    for i in range(runs):
+        db = tmp / f"duck-{i}.duckdb"
+        con = duckdb.connect(str(db))
+        t = time.perf_counter()
+        if typed:
+            con.execute(DUCKDB_TABLE)
+            con.execute(DUCKDB_INSERT.format(path=path))
+        else:
+            con.execute(f"CREATE TABLE market_data AS SELECT * FROM read_csv('{path}')")
+        con.execute("CHECKPOINT")
+        times.append(time.perf_counter() - t)
+        n = con.execute("SELECT count(*) FROM market_data").fetchone()[0]
+        assert n == rows, n
+        con.close()
+        db.unlink()
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tickers", type=int, default=2_564)  # x 390 minutes ~ 1M rows
+    args = parser.parse_args()
+    ensure_env()
+    binary = quiver_binary()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        path = tmp / "2024-03-07.csv.gz"
+        rows = flat_file(path, args.tickers)
+        size = path.stat().st_size
+        print(f"{rows} rows, {args.tickers} tickers, {size / 1e6:.1f} MB gzip", file=sys.stderr)
+        results = [
+            ("quiver import, SQLite", quiver_import(binary, tmp, path, rows, args.runs, "sqlite")),
+            ("quiver import, PostgreSQL",
+             quiver_import(binary, tmp, path, rows, args.runs, "postgres")),
+            ("DuckDB read_csv into a keyed DECIMAL table",
+             duckdb_read_csv(tmp, path, rows, args.runs, True)),
+            ("DuckDB read_csv, types guessed (DOUBLE), no key",
+             duckdb_read_csv(tmp, path, rows, args.runs, False)),
+        ]
+    print(f"| {rows} rows, gzip CSV, end to end | median of {args.runs} | rows/s |")
+    print("| --- | --- | --- |")
+    for label, seconds in results:
+        print(f"| {label} | {seconds:.2f} s | {rows / seconds / 1e6:.2f}M |")
+
+
+if __name__ == "__main__":
+    main()
