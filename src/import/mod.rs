@@ -212,14 +212,7 @@ impl Parsed {
         let mut keyed: Vec<(Bar, (u32, u64))> = bars.into_iter().zip(at).collect();
         // A stable sort: the pieces of a text file arrive sorted, and it merges such runs in
         // linear time.
-        keyed.sort_by(|(a, a_at), (b, b_at)| {
-            (a.symbol.as_str(), a.timeframe, a.ts, a_at).cmp(&(
-                b.symbol.as_str(),
-                b.timeframe,
-                b.ts,
-                b_at,
-            ))
-        });
+        keyed.sort_by(key_order);
         let same =
             |a: &Bar, b: &Bar| a.ts == b.ts && a.timeframe == b.timeframe && a.symbol == b.symbol;
         let duplicate = keyed
@@ -262,6 +255,11 @@ impl Parsed {
         }
         Ok(keyed.into_iter().map(|(bar, _)| bar).collect())
     }
+}
+
+/// The order bars are written in, `(symbol, timeframe, ts)`, then where each was read.
+fn key_order<P: Ord>((a, a_at): &(Bar, P), (b, b_at): &(Bar, P)) -> std::cmp::Ordering {
+    (a.symbol.as_str(), a.timeframe, a.ts, a_at).cmp(&(b.symbol.as_str(), b.timeframe, b.ts, b_at))
 }
 
 /// Parses one file into `parsed`, checking every row. A gzip or zstd file (told by its first

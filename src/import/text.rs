@@ -242,14 +242,7 @@ impl Piece<'_> {
         // One of several pieces: in key order on this thread, so the import's sort only
         // merges the pieces' runs.
         if self.pieces > 1 {
-            bars.sort_unstable_by(|(a, a_line), (b, b_line)| {
-                (a.symbol.as_str(), a.timeframe, a.ts, a_line).cmp(&(
-                    b.symbol.as_str(),
-                    b.timeframe,
-                    b.ts,
-                    b_line,
-                ))
-            });
+            bars.sort_unstable_by(key_order);
         }
         Ok(bars)
     }
