@@ -16,41 +16,27 @@ import os
 import re
 import subprocess
 import sys
-import venv
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benches"))
-import duckdb_polars  # noqa: E402
+import duckdb_polars
+from bench_env import BENCH_DIR, REPO, TARGET, reexec_in_venv
 
 TOOLS = [*duckdb_polars.VERSIONS, "maturin==1.16.0"]
-BENCH_DIR = Path(os.environ.get("QUIVER_BENCH_DIR", "/var/tmp/quiver-bench"))
-TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/tmp/quiver-bench-target")
 
 
-def ensure_env():
-    """Re-executes this script inside a virtual environment with the tools and the wheel."""
-    if os.environ.get("QUIVER_W10_VENV"):
-        return
-    env_dir = BENCH_DIR / "python-w10"
-    python = env_dir / "bin" / "python"
-    if not python.exists():
-        print(f"creating {env_dir}", file=sys.stderr)
-        venv.create(env_dir, with_pip=True)
+def install_wheel(python):
+    """Builds the package's release wheel and installs it into the bench's environment."""
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, *TOOLS], check=True)
     wheels = BENCH_DIR / "w10-wheel"
     subprocess.run(["rm", "-rf", str(wheels)], check=True)
     print("building the release wheel (maturin build --release)", file=sys.stderr)
     subprocess.run(
-        [str(env_dir / "bin" / "maturin"), "build", "--release", "--quiet", "-m",
+        [str(python.parent / "maturin"), "build", "--release", "--quiet", "-m",
          str(REPO / "python" / "Cargo.toml"), "--interpreter", str(python), "-o", str(wheels)],
         check=True,
-        env=dict(os.environ, CARGO_TARGET_DIR=TARGET),
+        env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET)),
     )
     [wheel] = wheels.glob("*.whl")
     subprocess.run([*pip, "--force-reinstall", "--no-deps", str(wheel)], check=True)
-    os.execve(str(python), [str(python), *sys.argv], dict(os.environ, QUIVER_W10_VENV="1"))
 
 
 def rust_w1_ms():
@@ -58,7 +44,7 @@ def rust_w1_ms():
     out = subprocess.run(
         ["cargo", "bench", "--bench", "read", "--", "--exact", "w1/read/quiver_mmap"],
         cwd=REPO,
-        env=dict(os.environ, CARGO_TARGET_DIR=TARGET, QUIVER_BENCH_PYTHON="0", QUIVER_BENCH_DIR=str(BENCH_DIR)),
+        env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET), QUIVER_BENCH_PYTHON="0", QUIVER_BENCH_DIR=str(BENCH_DIR)),
         capture_output=True,
         text=True,
         check=True,
@@ -72,7 +58,7 @@ def rust_w1_ms():
 
 def main():
     runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 200
-    ensure_env()
+    reexec_in_venv("python-w10", TOOLS, "QUIVER_W10_VENV", after_install=install_wheel)
     rust = None if "--no-rust" in sys.argv else rust_w1_ms()
 
     import datetime

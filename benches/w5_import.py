@@ -25,42 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import venv
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(os.environ.get("QUIVER_BENCH_DIR", "/var/tmp/quiver-bench"))
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/quiver-bench-target"))
+from bench_env import quiver_binary, reexec_in_venv
 PG_URL = os.environ.get("QUIVER_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
 TOOLS = ["duckdb==2.0.0", "psycopg==3.3.9", "psycopg-binary==3.3.9"]
 SCHEMA = "quiver_bench_w5_import"
 MINUTES = 390  # one regular US session of 1m bars
-
-
-def ensure_env():
-    """Re-executes this script inside a virtual environment with duckdb."""
-    if os.environ.get("QUIVER_W5_IMPORT_VENV"):
-        return
-    env_dir = BENCH_DIR / "python-w5-import"
-    python = env_dir / "bin" / "python"
-    if not python.exists():
-        print(f"creating {env_dir}", file=sys.stderr)
-        venv.create(env_dir, with_pip=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *TOOLS],
-        check=True,
-    )
-    os.execve(str(python), [str(python), *sys.argv],
-              dict(os.environ, QUIVER_W5_IMPORT_VENV="1"))
-
-
-def quiver_binary():
-    binary = TARGET / "release" / "quiver"
-    if not binary.exists():
-        print("building the release binary", file=sys.stderr)
-        subprocess.run(["cargo", "build", "--release", "--bin", "quiver"], cwd=REPO, check=True,
-                       env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET)))
-    return binary
 
 
 def flat_file(path, tickers):
@@ -169,7 +140,7 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tickers", type=int, default=2_564)  # x 390 minutes ~ 1M rows
     args = parser.parse_args()
-    ensure_env()
+    reexec_in_venv("python-w5-import", TOOLS, "QUIVER_W5_IMPORT_VENV")
     binary = quiver_binary()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

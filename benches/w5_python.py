@@ -24,41 +24,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import venv
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(os.environ.get("QUIVER_BENCH_DIR", "/var/tmp/quiver-bench"))
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/quiver-bench-target"))
+from bench_env import REPO, TARGET, quiver_binary, reexec_in_venv
 PG_URL = os.environ.get("QUIVER_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
 TOOLS = ["psycopg==3.3.9", "psycopg-binary==3.3.9"]
 SCHEMA = "quiver_bench_w5_python"
 COLUMNS = "symbol, timeframe, ts, open, high, low, close, volume"
-
-
-def ensure_env():
-    """Re-executes this script inside a virtual environment with psycopg."""
-    if os.environ.get("QUIVER_W5_VENV"):
-        return
-    env_dir = BENCH_DIR / "python-w5"
-    python = env_dir / "bin" / "python"
-    if not python.exists():
-        print(f"creating {env_dir}", file=sys.stderr)
-        venv.create(env_dir, with_pip=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *TOOLS],
-        check=True,
-    )
-    os.execve(str(python), [str(python), *sys.argv], dict(os.environ, QUIVER_W5_VENV="1"))
-
-
-def quiver_binary():
-    binary = TARGET / "release" / "quiver"
-    if not binary.exists():
-        print("building the release binary", file=sys.stderr)
-        subprocess.run(["cargo", "build", "--release", "--bin", "quiver"], cwd=REPO, check=True,
-                       env=dict(os.environ, CARGO_TARGET_DIR=str(TARGET)))
-    return binary
 
 
 def quiver(binary, env, *args):
@@ -153,7 +125,7 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-rust", action="store_true")
     args = parser.parse_args()
-    ensure_env()
+    reexec_in_venv("python-w5", TOOLS, "QUIVER_W5_VENV")
     binary = quiver_binary()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
