@@ -116,7 +116,7 @@ pub(super) struct Writer {
     /// The `(symbol, timeframe, day)`s written with their earliest bar, logged at commit in
     /// place of the trigger.
     days: BTreeMap<(Symbol, Timeframe, i64), i64>,
-    /// The decimal text of one statement's rows, reused.
+    /// One decimal's text as it is bound, reused.
     text: String,
 }
 
@@ -263,8 +263,8 @@ impl Writer {
     }
 }
 
-/// Inserts `bars` with statements of [`INSERT_ROWS`] rows (and one for the rest), the
-/// decimals written as canonical text into `text`. Returns the rows changed, or the error with
+/// Inserts `bars` with statements of [`INSERT_ROWS`] rows (and one for the rest), each decimal
+/// written as canonical text into `text` and bound from there. Returns the rows changed, or the error with
 /// the rows of the statement that failed (rolled back alone; the transaction goes on).
 fn insert_rows(
     conn: &rusqlite::Connection,
@@ -275,6 +275,8 @@ fn insert_rows(
     let mut written = 0;
     let mut full = None;
     let mut at = 0;
+    let mut timeframe = String::new();
+    let mut last_timeframe = None;
     for chunk in bars.chunks(INSERT_ROWS) {
         let rows = at..at + chunk.len();
         at = rows.end;
@@ -294,41 +296,33 @@ fn insert_rows(
                 .map_err(fail)?;
             &mut rest
         };
-        // The timeframe and decimals of the whole statement as one text first, then bound as
-        // slices of it.
-        text.clear();
-        let mut ends = Vec::with_capacity(chunk.len() * 6);
-        for bar in chunk {
-            // Writing into a String cannot fail.
-            let _ = write!(text, "{}", bar.timeframe);
-            ends.push(text.len());
-            for value in [&bar.open, &bar.high, &bar.low, &bar.close, &bar.volume] {
-                push_decimal_text(text, value);
-                ends.push(text.len());
-            }
-        }
-        let all = text.as_str();
-        let mut ends = ends.into_iter();
-        let mut start = 0;
-        let mut next = move || {
-            let from = start;
-            start = ends.next().unwrap_or(from);
-            &all[from..start]
-        };
+        // rusqlite binds text as SQLITE_TRANSIENT (SQLite copies it at once), so one buffer
+        // serves every decimal, and a timeframe is spelled again only when it changes.
         let mut param = 1;
         for bar in chunk {
+            if last_timeframe != Some(bar.timeframe) {
+                timeframe.clear();
+                // Writing into a String cannot fail.
+                let _ = write!(timeframe, "{}", bar.timeframe);
+                last_timeframe = Some(bar.timeframe);
+            }
             statement
                 .raw_bind_parameter(param, bar.symbol.as_str())
                 .map_err(fail)?;
             statement
-                .raw_bind_parameter(param + 1, next())
+                .raw_bind_parameter(param + 1, timeframe.as_str())
                 .map_err(fail)?;
             statement
                 .raw_bind_parameter(param + 2, bar.ts_micros())
                 .map_err(fail)?;
-            for k in 3..8 {
+            for (k, value) in [&bar.open, &bar.high, &bar.low, &bar.close, &bar.volume]
+                .into_iter()
+                .enumerate()
+            {
+                text.clear();
+                push_decimal_text(text, value);
                 statement
-                    .raw_bind_parameter(param + k, next())
+                    .raw_bind_parameter(param + 3 + k, text.as_str())
                     .map_err(fail)?;
             }
             param += 8;
