@@ -43,18 +43,26 @@ pub fn read_text(
             message,
         })?
     };
-    if layout.symbol.is_none() && options.symbol.is_none() {
-        return Err(Error::invalid(format!(
-            "{}: no symbol column; pass --symbol",
-            path.display()
-        )));
-    }
-    if layout.timeframe.is_none() && options.timeframe.is_none() {
-        return Err(Error::invalid(format!(
-            "{}: no timeframe column; pass --timeframe",
-            path.display()
-        )));
-    }
+    let symbol = match (layout.symbol, &options.symbol) {
+        (Some(i), _) => Value::Column(i),
+        (None, Some(s)) => Value::Given(s.clone()),
+        (None, None) => {
+            return Err(Error::invalid(format!(
+                "{}: no symbol column; pass --symbol",
+                path.display()
+            )));
+        }
+    };
+    let timeframe = match (layout.timeframe, options.timeframe) {
+        (Some(i), _) => Value::Column(i),
+        (None, Some(t)) => Value::Given(t),
+        (None, None) => {
+            return Err(Error::invalid(format!(
+                "{}: no timeframe column; pass --timeframe",
+                path.display()
+            )));
+        }
+    };
     // The rows after the header, cut at line ends into one piece per core when no field can
     // hold a line end (no quotes), each parsed on its own thread.
     let body_at = reader.position().byte() as usize;
@@ -86,6 +94,8 @@ pub fn read_text(
         path,
         format,
         options,
+        symbol,
+        timeframe,
         shown: &shown,
         pieces: cuts.len(),
     };
@@ -134,11 +144,19 @@ fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
         .from_reader(text.as_bytes())
 }
 
+/// Where a row's symbol or timeframe comes from: a column, or the command line for every row.
+enum Value<T> {
+    Column(usize),
+    Given(T),
+}
+
 /// What every piece of one file is parsed with.
 struct Piece<'a> {
     path: &'a Path,
     format: Format,
     options: &'a ImportOptions,
+    symbol: Value<Symbol>,
+    timeframe: Value<Timeframe>,
     shown: &'a indicatif::ProgressBar,
     /// How many pieces the file was cut into.
     pieces: usize,
@@ -194,25 +212,23 @@ impl Piece<'_> {
                 }
             }
             let get = |i: usize| record.get(i).unwrap_or("");
-            let symbol = match (layout.symbol, &options.symbol) {
-                (Some(i), _) => match symbols.get(get(i)) {
+            let symbol = match &self.symbol {
+                Value::Column(i) => match symbols.get(get(*i)) {
                     Some(symbol) => symbol.clone(),
                     None => {
                         let symbol =
-                            Symbol::parse(get(i)).map_err(|m| fail(line, &layout.names[i], m))?;
-                        symbols.insert(get(i).into(), symbol.clone());
+                            Symbol::parse(get(*i)).map_err(|m| fail(line, &layout.names[*i], m))?;
+                        symbols.insert(get(*i).into(), symbol.clone());
                         symbol
                     }
                 },
-                (None, Some(s)) => s.clone(),
-                (None, None) => return Err(Error::internal("no symbol (checked before)")),
+                Value::Given(s) => s.clone(),
             };
-            let timeframe = match (layout.timeframe, &options.timeframe) {
-                (Some(i), _) => {
+            let timeframe = match self.timeframe {
+                Value::Column(i) => {
                     Timeframe::parse(get(i)).map_err(|m| fail(line, &layout.names[i], m))?
                 }
-                (None, Some(t)) => *t,
-                (None, None) => return Err(Error::internal("no timeframe (checked before)")),
+                Value::Given(t) => t,
             };
             let ts = layout
                 .timestamp(&record, &options.tz, options.epoch)
