@@ -81,7 +81,7 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
             ..ImportOptions::default()
         };
         let path = Path::new("data/samples").join(sample.file);
-        let before = parsed.bars.len();
+        let before = parsed.bars().len();
         let format = read_text(&path, sample.text, &options, &mut parsed)?;
         writeln!(
             out,
@@ -89,7 +89,7 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
             path.display(),
             format.name(),
             sample.tz,
-            parsed.bars.len() - before,
+            parsed.bars().len() - before,
             sample.symbol,
             sample.timeframe
         )

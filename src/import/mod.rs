@@ -169,9 +169,8 @@ pub async fn write_bars(store: &Store, bars: &[Bar], policy: OnConflict) -> Resu
 /// given twice (in one file or across them) is refused naming both places.
 #[derive(Debug, Default)]
 pub struct Parsed {
-    /// The bars, file after file, each in its file's order; a large text file parsed in
-    /// pieces on several threads gives each piece's bars in key order.
-    pub bars: Vec<Bar>,
+    /// The bars, file after file (see [`Parsed::bars`]), beside `at`.
+    bars: Vec<Bar>,
     /// Where each bar was read: its source and line (or row).
     at: Vec<(u32, u64)>,
     /// Each file read.
@@ -188,6 +187,36 @@ struct Source {
     ts_field: String,
 }
 
+impl Source {
+    /// `file:line`, or `file row N` for a Parquet file.
+    fn place(&self, at: u64) -> String {
+        if self.lines {
+            format!("{}:{at}", self.path.display())
+        } else {
+            format!("{} row {at}", self.path.display())
+        }
+    }
+
+    /// The error of the bar at `at` of this file, on its timestamp column.
+    fn error(&self, at: u64, message: String) -> Error {
+        if self.lines {
+            Error::Input {
+                file: self.path.clone(),
+                line: at,
+                field: self.ts_field.clone(),
+                message,
+            }
+        } else {
+            Error::Row {
+                origin: self.path.display().to_string(),
+                row: at,
+                field: self.ts_field.clone(),
+                message,
+            }
+        }
+    }
+}
+
 impl Parsed {
     fn source(&mut self, path: &Path, lines: bool, ts_field: &str) -> u32 {
         self.sources.push(Source {
@@ -196,6 +225,12 @@ impl Parsed {
             ts_field: ts_field.to_string(),
         });
         (self.sources.len() - 1) as u32
+    }
+
+    /// The bars read so far, file after file, each in its file's order; a large text file
+    /// parsed in pieces on several threads gives each piece's bars in key order.
+    pub fn bars(&self) -> &[Bar] {
+        &self.bars
     }
 
     fn push(&mut self, bar: Bar, source: u32, at: u64) {
@@ -221,37 +256,14 @@ impl Parsed {
             .min_by_key(|w| w[1].1);
         if let Some(w) = duplicate {
             let ((bar, (source, at)), (_, (first, first_at))) = (&w[1], &w[0]);
-            let place = |source: u32, at: u64| {
-                let s = &sources[source as usize];
-                if s.lines {
-                    format!("{}:{at}", s.path.display())
-                } else {
-                    format!("{} row {at}", s.path.display())
-                }
-            };
             let message = format!(
                 "duplicate bar {} {} {} (first at {})",
                 bar.symbol,
                 bar.timeframe,
                 crate::model::format_ts(&bar.ts),
-                place(*first, *first_at),
+                sources[*first as usize].place(*first_at),
             );
-            let s = &sources[*source as usize];
-            return Err(if s.lines {
-                Error::Input {
-                    file: s.path.clone(),
-                    line: *at,
-                    field: s.ts_field.clone(),
-                    message,
-                }
-            } else {
-                Error::Row {
-                    origin: s.path.display().to_string(),
-                    row: *at,
-                    field: s.ts_field.clone(),
-                    message,
-                }
-            });
+            return Err(sources[*source as usize].error(*at, message));
         }
         Ok(keyed.into_iter().map(|(bar, _)| bar).collect())
     }

@@ -204,9 +204,9 @@ fn csv_imports_exactly_or_names_file_line_and_field() {
             let mut parsed = Parsed::default();
             match read_text(path, &text, &ImportOptions::default(), &mut parsed) {
                 Ok(_) => {
-                    prop_assert_eq!(parsed.bars.len(), rows.len());
+                    prop_assert_eq!(parsed.bars().len(), rows.len());
                     if mutation.is_none() {
-                        for (bar, row) in parsed.bars.iter().zip(&rows) {
+                        for (bar, row) in parsed.bars().iter().zip(&rows) {
                             let got = (
                                 bar.symbol.to_string(),
                                 bar.ts_micros(),
@@ -303,9 +303,9 @@ fn parquet_imports_exactly_or_names_file_row_and_field() {
             let mut parsed = Parsed::default();
             match read_file(&path, &ImportOptions::default(), &mut parsed) {
                 Ok(_) => {
-                    prop_assert_eq!(parsed.bars.len(), rows.len());
+                    prop_assert_eq!(parsed.bars().len(), rows.len());
                     if mutation.is_none() {
-                        for (bar, row) in parsed.bars.iter().zip(&rows) {
+                        for (bar, row) in parsed.bars().iter().zip(&rows) {
                             prop_assert_eq!(bar.ts_micros(), row.values.1);
                             prop_assert_eq!(bar.close.normalize(), row.values.2[3]);
                         }
