@@ -26,6 +26,7 @@ fn bar(symbol: &str, day: u32, o: &str, h: &str, l: &str, c: &str, v: &str) -> B
 both!(
     decimals_round_trip_exactly,
     conflict_error_names_the_bar_and_writes_nothing,
+    conflict_deep_in_a_large_write_names_that_bar,
     conflict_skip_keeps_stored_bars,
     conflict_replace_overwrites_changed_bars,
     delete_by_symbol_timeframe_and_range,
@@ -314,6 +315,41 @@ async fn conflict_error_names_the_bar_and_writes_nothing(db: TestDb) {
     );
     let stored = db.store.read_bars(&BarFilter::default()).await.unwrap();
     assert_eq!(stored, vec![bar("AAPL", 2, "1", "2", "1", "2", "10")]);
+}
+
+/// A key already stored far into a write of several statements (SQLite's bulk writer sends
+/// 1000 rows per statement) is named exactly, and nothing of the write is kept.
+async fn conflict_deep_in_a_large_write_names_that_bar(db: TestDb) {
+    let bars = crate::harness::generated(1, 10, "1m", 7);
+    assert!(bars.len() > 3000, "{}", bars.len());
+    let stored = bars[2500].clone();
+    db.store
+        .insert_bars(std::slice::from_ref(&stored), OnConflict::Error)
+        .await
+        .unwrap();
+    let err = db
+        .store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Conflict {
+            symbol,
+            timeframe,
+            ts,
+        } => assert_eq!(
+            (symbol.as_str(), timeframe.as_str(), ts.as_str()),
+            (
+                stored.symbol.as_str(),
+                stored.timeframe.to_string().as_str(),
+                quiver::model::format_ts(&stored.ts).as_str()
+            ),
+            "{err}"
+        ),
+        other => panic!("not a conflict: {other:?}"),
+    }
+    let kept = db.store.read_bars(&BarFilter::default()).await.unwrap();
+    assert_eq!(kept, vec![stored]);
 }
 
 async fn conflict_skip_keeps_stored_bars(db: TestDb) {
