@@ -20,7 +20,7 @@ use bytes::Bytes;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileMetrics;
 use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
-use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{
@@ -84,6 +84,8 @@ pub struct OpenFile {
     content: Content,
     metadata: OnceLock<Arc<ParquetMetaData>>,
     pages: OnceLock<Vec<TsPage>>,
+    /// The footer with its columns as the cache's schema, or `None` if they differ.
+    arrow: OnceLock<Option<ArrowReaderMetadata>>,
 }
 
 impl std::fmt::Debug for OpenFile {
@@ -118,6 +120,7 @@ impl OpenFile {
             content,
             metadata: OnceLock::new(),
             pages: OnceLock::new(),
+            arrow: OnceLock::new(),
         })
     }
 
@@ -183,6 +186,45 @@ impl OpenFile {
                 .into(),
         })?;
         Ok(self.pages.get_or_init(|| pages))
+    }
+}
+
+impl OpenFile {
+    /// The footer ready for the Parquet crate's reader, its columns read as the cache's
+    /// schema; `None` when they are not of the cache's types (see [`super::direct`]).
+    pub(super) fn arrow_metadata(&self) -> Result<Option<ArrowReaderMetadata>> {
+        if let Some(m) = self.arrow.get() {
+            return Ok(m.clone());
+        }
+        let meta = self
+            .metadata()
+            .context(|| format!("reading the footer of {}", self.path.display()))?;
+        let options = ArrowReaderOptions::new()
+            .with_schema(crate::cache::schema())
+            .with_page_index_policy(PageIndexPolicy::Optional);
+        let arrow = ArrowReaderMetadata::try_new(meta, options).ok();
+        Ok(self.arrow.get_or_init(|| arrow).clone())
+    }
+}
+
+/// An open file shared with a reader that owns its input.
+pub(super) struct Shared(pub(super) Arc<OpenFile>);
+
+impl Length for Shared {
+    fn len(&self) -> u64 {
+        self.0.len
+    }
+}
+
+impl ChunkReader for Shared {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> datafusion::parquet::errors::Result<Self::T> {
+        self.0.get_read(start)
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> datafusion::parquet::errors::Result<Bytes> {
+        self.0.get_bytes(start, length)
     }
 }
 

@@ -40,10 +40,12 @@
 //! # }
 //! ```
 //!
-//! Range reads go straight to a DataFusion Parquet scan of the series' files (no SQL
-//! planning): the warmup's first page and the limit's last page are found from the page index
-//! of `ts`, so a read decodes the pages holding its bars and little else.
+//! Range reads need no SQL planning: the warmup's first page and the limit's last page are
+//! found from the page index of `ts`, so a read decodes the pages holding its bars and little
+//! else. A small read decodes those pages with the Parquet crate's reader, file after file; a
+//! large one goes to a DataFusion Parquet scan that decodes its files on every core.
 
+mod direct;
 mod files;
 pub(crate) mod filter;
 mod plan;
@@ -168,7 +170,7 @@ fn ts_literal(micros: i64) -> ScalarValue {
 
 /// One series' part of a read, planned.
 struct SeriesScan {
-    plan: Arc<dyn ExecutionPlan>,
+    source: SeriesSource,
     /// Rows below this are not wanted (before the warmup).
     lo: i64,
     /// First instant of the range.
@@ -180,6 +182,14 @@ struct SeriesScan {
     /// For the error when the range holds no bar.
     request: BarsRequest,
     first_last: (i64, i64),
+}
+
+/// Where a series scan's batches come from.
+enum SeriesSource {
+    /// A DataFusion Parquet scan (large reads, decoded on every core; files of other types).
+    Plan(Arc<dyn ExecutionPlan>),
+    /// The Parquet crate's reader on each file in turn (small reads).
+    Direct(Vec<direct::DirectFile>),
 }
 
 impl Reader {

@@ -85,11 +85,27 @@ impl Reader {
                 }
             }
         }
-        let needed: Vec<&Arc<DataFile>> = entries
+        let mut needed: Vec<&Arc<DataFile>> = entries
             .iter()
             .filter(|p| p.max_ts >= lo && p.min_ts <= hi)
             .collect();
+        needed.sort_by_key(|p| p.min_ts);
         let rows: u64 = needed.iter().map(|p| p.rows).sum();
+        if rows <= PARALLEL_ROWS {
+            let opened = needed.iter().map(|p| open(p)).collect::<Result<Vec<_>>>()?;
+            if let Some(direct) = direct::plan(opened, lo, hi)? {
+                return Ok(SeriesScan {
+                    source: SeriesSource::Direct(direct),
+                    lo,
+                    start,
+                    end,
+                    warmup,
+                    limit,
+                    request: request.clone(),
+                    first_last,
+                });
+            }
+        }
         let table = schema();
         let ts = physical_col("ts", &table)?;
         let mut predicate: Option<Arc<dyn PhysicalExpr>> = None;
@@ -121,7 +137,7 @@ impl Reader {
         };
         let plan = table::scan_files(version, &needed, files, spec)?;
         Ok(SeriesScan {
-            plan,
+            source: SeriesSource::Plan(plan),
             lo,
             start,
             end,
@@ -136,14 +152,23 @@ impl Reader {
     /// order, and cuts the rows to the warmup and the range.
     pub(super) fn run_series(
         &self,
-        scan: SeriesScan,
+        mut scan: SeriesScan,
         require_range: bool,
         whole: bool,
     ) -> Result<SendableRecordBatchStream> {
         let task = self.inner.ctx.task_ctx();
-        let partitions = scan.plan.properties().partitioning.partition_count();
+        // The source is consumed here; the rest of the scan goes on to the cut.
+        let source = std::mem::replace(&mut scan.source, SeriesSource::Direct(Vec::new()));
+        let plan = match source {
+            SeriesSource::Plan(plan) => plan,
+            SeriesSource::Direct(files) => {
+                let input = direct::decode(files, task.session_config().batch_size());
+                return Ok(self.cut(input, scan, require_range));
+            }
+        };
+        let partitions = plan.properties().partitioning.partition_count();
         let input: BoxStream<'static, datafusion::error::Result<RecordBatch>> = if partitions == 1 {
-            scan.plan.execute(0, task)?.boxed()
+            plan.execute(0, task)?.boxed()
         } else {
             // Each partition is a contiguous run of the series: decode all at once, deliver
             // one after the other. A stream buffers two batches per partition (bounded
@@ -151,7 +176,7 @@ impl Reader {
             let capacity = if whole { 1 << 16 } else { 2 };
             let mut receivers = Vec::with_capacity(partitions);
             for i in 0..partitions {
-                let mut stream = scan.plan.execute(i, task.clone())?;
+                let mut stream = plan.execute(i, task.clone())?;
                 let (tx, rx) = tokio::sync::mpsc::channel(capacity);
                 tokio::spawn(async move {
                     while let Some(batch) = stream.next().await {
@@ -166,6 +191,16 @@ impl Reader {
                 .flat_map(|mut rx| futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
                 .boxed()
         };
+        Ok(self.cut(input, scan, require_range))
+    }
+
+    /// The rows of a series' ordered batches cut to its warmup and range.
+    fn cut(
+        &self,
+        input: BoxStream<'static, datafusion::error::Result<RecordBatch>>,
+        scan: SeriesScan,
+        require_range: bool,
+    ) -> SendableRecordBatchStream {
         let cut = Cut {
             input,
             lo: scan.lo,
@@ -187,9 +222,9 @@ impl Reader {
             let item = cut.next().await?;
             Some((item, cut))
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        Box::pin(RecordBatchStreamAdapter::new(
             schema(),
             stream.map(|r| r.map_err(datafusion::error::DataFusionError::from)),
-        )))
+        ))
     }
 }

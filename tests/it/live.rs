@@ -9,12 +9,14 @@ use std::process::{Command, Stdio};
 use quiver::OnConflict;
 use quiver::cache::{Cache, PartitionKey};
 use quiver::config::CacheConfig;
+use quiver::model::ts_from_micros;
+use quiver::read::BarsRequest;
 use quiver::sync::Syncer;
 
 use crate::both;
 use crate::harness::{Kind, TestDb, generated};
 use crate::python::Readers;
-use crate::sync::{assert_mirrored, reader_rows, table_rows};
+use crate::sync::{Row, assert_mirrored, reader_rows, row_of, table_rows};
 
 fn ts_sql(kind: Kind, micros: i64) -> String {
     match kind {
@@ -501,6 +503,32 @@ async fn random_live_changes_and_crashes_stay_exact(db: TestDb) {
             readers.rows("deltalake", &delta, None) == table,
             "{context}: deltalake"
         );
+        // A backtest's read of each series: a warmup and a limit around a random bar, over
+        // partitions of one or several files.
+        let reader = quiver::read::Reader::open(&db.config).unwrap();
+        for symbol in symbols {
+            let series: Vec<&Row> = table.iter().filter(|r| r.0 == symbol).collect();
+            if series.is_empty() {
+                continue;
+            }
+            let at = rng.below(series.len() as u64) as usize;
+            let (warmup, limit) = (rng.below(40) as usize, 1 + rng.below(40) as usize);
+            let request = BarsRequest::new(symbol.parse().unwrap(), "1m".parse().unwrap())
+                .with_start(ts_from_micros(series[at].2).unwrap())
+                .with_warmup(warmup)
+                .with_limit(limit);
+            let bars = reader.bars(&request).await.unwrap();
+            let got: Vec<Row> = bars.to_bars().unwrap().iter().map(row_of).collect();
+            let want: Vec<Row> = series[at.saturating_sub(warmup)..(at + limit).min(series.len())]
+                .iter()
+                .map(|r| (*r).clone())
+                .collect();
+            assert!(
+                got == want,
+                "{context}: {symbol} from its bar {at}, warmup {warmup}, limit {limit}"
+            );
+            assert_eq!(bars.warmup, at.min(warmup), "{context}: {symbol} warmup");
+        }
     }
     assert!(kills >= 3, "the run was killed {kills} times");
     let state = Cache::new(&db.config.cache.dir)

@@ -115,6 +115,16 @@ pub async fn table_rows(db: &TestDb) -> Vec<Row> {
     rows
 }
 
+/// A bar as a [`Row`], its decimals in their shortest exact form.
+pub fn row_of(b: &quiver::Bar) -> Row {
+    (
+        b.symbol.to_string(),
+        b.timeframe.to_string(),
+        b.ts_micros(),
+        [b.open, b.high, b.low, b.close, b.volume].map(|d| d.normalize().to_string()),
+    )
+}
+
 /// The rows quiver's own reader returns for `SELECT * FROM market_data`, in the same shape.
 pub async fn reader_rows(db: &TestDb) -> Vec<Row> {
     let reader = quiver::read::Reader::open(&db.config).unwrap();
@@ -130,17 +140,7 @@ pub async fn reader_rows(db: &TestDb) -> Vec<Row> {
     for b in &batches {
         quiver::read::decode_bars(b, &mut bars).unwrap();
     }
-    let mut rows: Vec<Row> = bars
-        .into_iter()
-        .map(|b| {
-            (
-                b.symbol.to_string(),
-                b.timeframe.to_string(),
-                b.ts_micros(),
-                [b.open, b.high, b.low, b.close, b.volume].map(|d| d.normalize().to_string()),
-            )
-        })
-        .collect();
+    let mut rows: Vec<Row> = bars.iter().map(row_of).collect();
     rows.sort();
     rows
 }
