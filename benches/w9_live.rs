@@ -185,6 +185,8 @@ async fn run(backend: &str) {
     let phase_started = Instant::now();
     let mut latencies = Vec::with_capacity(bursts);
     let mut most_files = 0;
+    // The slowest burst and its number (counted from 0), to tell a cold start from a stall.
+    let mut slowest: Option<(usize, Duration)> = None;
     for b in 0..bursts {
         let due = phase_started + BURST_EVERY * b as u32;
         tokio::time::sleep_until(due.into()).await;
@@ -212,6 +214,9 @@ async fn run(backend: &str) {
                 most_files = most_files.max(most);
                 if visible {
                     latencies.push(committed.elapsed());
+                    if latencies.last() > slowest.as_ref().map(|(_, l)| l) {
+                        slowest = latencies.last().map(|l| (b, *l));
+                    }
                     break;
                 }
             }
@@ -342,7 +347,7 @@ async fn run(backend: &str) {
 
     println!(
         "w9_live/{backend}: {bursts} bursts of {SYMBOLS} bars: commit-to-visible p50 {:.0} ms, \
-         p99 {:.0} ms, max {:.0} ms; daemon CPU {:.2} cores on average ({cpu:.1} s in {wall:.0} s); \
+         p99 {:.0} ms, max {:.0} ms (burst {}); daemon CPU {:.2} cores on average ({cpu:.1} s in {wall:.0} s); \
          at most {most_files} files in a partition (threshold {}); sustained {SUSTAINED_RATE} \
          one-bar commits/s for {} s (written in {:.1} s): p50 {:.0} ms, p99 {:.0} ms ({} of {total} seen); verify: {} \
          (exit {:?}); files removed in the {run_s} s run and kept for the retention: \
@@ -350,6 +355,7 @@ async fn run(backend: &str) {
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or_default()),
+        slowest.map_or(0, |(b, _)| b),
         cpu / wall,
         settings.compact_files,
         sustained.as_secs(),
