@@ -91,19 +91,20 @@ impl Reader {
             .collect();
         needed.sort_by_key(|p| p.min_ts);
         let rows: u64 = needed.iter().map(|p| p.rows).sum();
+        let scan = |source| SeriesScan {
+            source,
+            lo,
+            start,
+            end,
+            warmup,
+            limit,
+            request: request.clone(),
+            first_last,
+        };
         if rows <= PARALLEL_ROWS {
             let opened = needed.iter().map(|p| open(p)).collect::<Result<Vec<_>>>()?;
             if let Some(direct) = direct::plan(opened, lo, hi)? {
-                return Ok(SeriesScan {
-                    source: SeriesSource::Direct(direct),
-                    lo,
-                    start,
-                    end,
-                    warmup,
-                    limit,
-                    request: request.clone(),
-                    first_last,
-                });
+                return Ok(scan(SeriesSource::Direct(direct)));
             }
         }
         let table = schema();
@@ -136,16 +137,7 @@ impl Reader {
             parquet: &self.inner.parquet,
         };
         let plan = table::scan_files(version, &needed, files, spec)?;
-        Ok(SeriesScan {
-            source: SeriesSource::Plan(plan),
-            lo,
-            start,
-            end,
-            warmup,
-            limit,
-            request: request.clone(),
-            first_last,
-        })
+        Ok(scan(SeriesSource::Plan(plan)))
     }
 
     /// Runs a planned series scan, its partitions decoded concurrently but delivered in
