@@ -213,7 +213,16 @@ async fn run(backend: &str) {
                 let (most, visible) = look(&version, &symbols, ts.timestamp_micros());
                 most_files = most_files.max(most);
                 if visible {
-                    latencies.push(committed.elapsed());
+                    let latency = committed.elapsed();
+                    if latency > Duration::from_secs(1) {
+                        // Dated, to find the daemon's pass in its debug log.
+                        eprintln!(
+                            "{backend}: burst {b} visible after {} ms (committed at {})",
+                            latency.as_millis(),
+                            Utc::now() - chrono::Duration::from_std(latency).unwrap_or_default()
+                        );
+                    }
+                    latencies.push(latency);
                     if latencies.last() > slowest.as_ref().map(|(_, l)| l) {
                         slowest = latencies.last().map(|l| (b, *l));
                     }
