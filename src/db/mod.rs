@@ -425,8 +425,27 @@ enum WriterInner {
 }
 
 impl BarWriter {
-    /// Sends a batch of bars; call as often as needed, then [`BarWriter::commit`].
+    /// Sends a batch of bars; call as often as needed, then [`BarWriter::commit`]. Every bar
+    /// is checked against DESIGN.md §1 first, exactly (the database's own CHECKs compare
+    /// floats); a bar that breaks a rule fails the batch before any of it is sent, naming
+    /// its row (counted across the writer's batches) and field.
     pub async fn write(&mut self, bars: &[Bar]) -> Result<()> {
+        for (i, bar) in bars.iter().enumerate() {
+            if let Err(v) = bar.check() {
+                return Err(Error::Row {
+                    origin: "bars to write".into(),
+                    row: self.received + i as u64,
+                    field: v.field.into(),
+                    message: format!(
+                        "{} (bar {} {} {})",
+                        v.message,
+                        bar.symbol,
+                        bar.timeframe,
+                        crate::model::format_ts(&bar.ts)
+                    ),
+                });
+            }
+        }
         self.received += bars.len() as u64;
         match &mut self.inner {
             WriterInner::Sqlite(w) => w.write(bars).await,

@@ -33,6 +33,7 @@ both!(
     migrations_are_idempotent_and_reversible,
     plain_sql_changes_reach_the_change_log,
     database_constraints_refuse_invalid_bars,
+    the_writer_refuses_invalid_bars_and_leaves_the_checks_on,
     microsecond_timestamps_round_trip,
     quiver_writes_are_tracked_and_leave_the_trigger_on,
     series_scans_honour_every_combination_of_bounds,
@@ -580,6 +581,83 @@ async fn database_constraints_refuse_invalid_bars(db: TestDb) {
         );
     }
     assert_eq!(db.count().await, 0);
+}
+
+/// quiver's writer checks every bar exactly before sending any (SQLite's CHECKs stand aside
+/// for its own inserts only): a bad bar names its row and field, nothing is kept, and every
+/// connection of the pool still refuses a bad plain-SQL row afterwards.
+async fn the_writer_refuses_invalid_bars_and_leaves_the_checks_on(db: TestDb) {
+    let good: Vec<Bar> = (1..=20)
+        .map(|d| bar("AAA", d, "10", "11", "9", "10.5", "100"))
+        .collect();
+    db.store
+        .insert_bars(&good[..10], OnConflict::Error)
+        .await
+        .unwrap();
+    // A low one satoshi above a high of a billion: equal as floats (which SQLite's CHECKs
+    // compare), wrong as decimals.
+    let (billion, above) = ("1000000000", "1000000000.00000001");
+    let cases = [
+        (
+            bar("AAA", 25, billion, billion, above, billion, "1"),
+            "high",
+        ),
+        (bar("AAA", 25, "1", "2", "1", "3", "1"), "high"),
+        (bar("AAA", 25, "0.5", "2", "1", "1", "1"), "low"),
+        (bar("AAA", 25, "1", "2", "1", "1", "-0.00000001"), "volume"),
+    ];
+    for (bad, field) in cases {
+        let mut batch = good[10..].to_vec();
+        batch.insert(4, bad);
+        let mut writer = db.store.writer(OnConflict::Error).await.unwrap();
+        writer.write(&good[10..12]).await.unwrap();
+        let err = writer.write(&batch).await.unwrap_err();
+        match &err {
+            Error::Row { row, field: f, .. } => {
+                assert_eq!((*row, f.as_str()), (2 + 4, field), "{err}");
+            }
+            other => panic!("expected a row error, got {other:?}"),
+        }
+        assert!(err.to_string().contains("AAA 1d 2024-01-25"), "{err}");
+        drop(writer);
+        assert_eq!(db.count().await, 10, "{err}");
+    }
+    let rest = db
+        .store
+        .insert_bars(&good[10..], OnConflict::Error)
+        .await
+        .unwrap();
+    assert_eq!(rest.written, 10);
+    if let Some(pool) = db.store.sqlite_pool() {
+        // Every connection at once, so none escapes the look.
+        let mut connections = Vec::new();
+        for _ in 0..pool.options().get_max_connections() {
+            connections.push(pool.acquire().await.unwrap());
+        }
+        for c in &mut connections {
+            let skipped: i64 = sqlx::query_scalar("PRAGMA ignore_check_constraints")
+                .fetch_one(&mut **c)
+                .await
+                .unwrap();
+            assert_eq!(skipped, 0);
+            let err = sqlx::query(
+                "INSERT INTO market_data VALUES ('AAA', '1d', 0, '2', '1', '1', '1', '1')",
+            )
+            .execute(&mut **c)
+            .await
+            .unwrap_err();
+            assert!(err.to_string().contains("CHECK"), "{err}");
+        }
+    } else if let Some(pool) = db.store.postgres_pool() {
+        let err = sqlx::query(
+            "INSERT INTO market_data VALUES ('AAA', '1d', '2024-01-01T00:00:00Z', '2', '1', '1', '1', '1')",
+        )
+        .execute(pool)
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("check"), "{err}");
+    }
+    assert_eq!(db.count().await, 20);
 }
 
 /// WAL, synchronous=NORMAL and a busy timeout on every SQLite connection of the pool.
