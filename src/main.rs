@@ -9,6 +9,8 @@ use quiver::cli::{Cli, Command, LogFormat, run};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main: no other thread exists yet, so none is using SQLite.
+    unsafe { quiver::db::sqlite_without_memory_statistics() };
     let cli = Cli::parse_ordered();
     // The daemon reports each pass at info level: that is its output.
     let daemon = matches!(cli.command, Command::Sync { watch: true, .. });
