@@ -80,6 +80,7 @@ both!(
     compaction_merges_small_files_and_changes_no_row,
     idle_compaction_merges_before_the_threshold,
     the_daemon_compacts_between_bursts,
+    status_shows_files_per_partition_and_the_backlog,
     random_live_changes_and_crashes_stay_exact
 );
 
@@ -282,6 +283,67 @@ async fn compaction_merges_small_files_and_changes_no_row(db: TestDb) {
         None,
         "nothing left to compact"
     );
+}
+
+/// `quiver status` reports files per partition (max and mean) and the partitions past the
+/// compaction threshold (8 by default); `quiver compact` clears them.
+async fn status_shows_files_per_partition_and_the_backlog(db: TestDb) {
+    let k = db.kind;
+    let bars = generated(2, 2, "1m", 13);
+    db.store
+        .insert_bars(&bars, OnConflict::Error)
+        .await
+        .unwrap();
+    let partitions: std::collections::BTreeSet<PartitionKey> = bars
+        .iter()
+        .map(|b| PartitionKey::of(b.symbol.as_str(), "1m", b.ts_micros()).unwrap())
+        .collect();
+    // A syncer that never compacts, so one partition grows past the CLI's threshold.
+    let (_, mut s) = syncer_compacting_at(&db, 100);
+    s.pass(false).await.unwrap();
+    let last = bars.iter().map(|b| b.ts_micros()).max().unwrap();
+    let key = PartitionKey::of("SYM002", "1m", last).unwrap();
+    for i in 1..=9 {
+        db.plain_sql(&bar_sql(k, "SYM002", last + i * 60_000_000, "5"))
+            .await;
+        assert_eq!(s.pass(false).await.unwrap().appended, 1);
+    }
+    assert_eq!(files_of(&db, &key).await.len(), 10);
+
+    let status = |args: &[&str]| {
+        let out = db.quiver(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&status(&["status", "--format", "json"])).unwrap();
+    let n = partitions.len() as f64;
+    assert_eq!(json["partitions"], partitions.len());
+    assert_eq!(json["max_files_per_partition"], 10);
+    let mean = json["mean_files_per_partition"].as_f64().unwrap();
+    assert!((mean - (n - 1.0 + 10.0) / n).abs() < 1e-9, "{json}");
+    assert_eq!(json["compaction_backlog"], 1);
+    let text = status(&["status"]);
+    assert!(
+        text.contains(&format!(
+            "{:.2} on average, 10 at most; 1 partitions due for compaction",
+            (n + 9.0) / n
+        )),
+        "{text}"
+    );
+
+    status(&["compact"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&status(&["status", "--format", "json"])).unwrap();
+    assert_eq!(json["max_files_per_partition"], 1, "{json}");
+    assert_eq!(json["mean_files_per_partition"], 1.0, "{json}");
+    assert_eq!(json["compaction_backlog"], 0, "{json}");
+    assert_mirrored(&db, "after quiver compact").await;
 }
 
 /// Between passes, [`Syncer::compact_idle`] merges partitions holding half the threshold of
