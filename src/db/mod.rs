@@ -16,6 +16,7 @@ use filter::{FilterSql, FilterValue};
 pub use migrations::migrator;
 use scan::{ORDER_BARS, SELECT_BARS, SeriesTracker};
 pub use scan::{Scan, ScanRow, ScanStream, VALUE_COLUMNS, Window};
+pub use sqlite::sqlite_without_memory_statistics;
 
 use std::borrow::Cow;
 
@@ -139,32 +140,6 @@ macro_rules! on_pool {
             Inner::Postgres($p) => $body,
         }
     };
-}
-
-/// Turns off SQLite's memory statistics for this process: every allocation SQLite makes then
-/// skips a process-wide mutex. A bulk write of 1M bars spends 0.68 s instead of 0.83 s
-/// writing (measured side by side on the import bench's file, see the README). quiver reads no
-/// SQLite memory statistics. Does nothing once SQLite has started in this process.
-///
-/// # Safety
-///
-/// No other thread may be using SQLite (of this build) meanwhile: call it before starting
-/// threads, as the `quiver` binary does first thing in `main`.
-pub unsafe fn sqlite_without_memory_statistics() {
-    // SAFETY: the caller guarantees no other thread is in SQLite; before SQLite's
-    // initialisation this only sets a flag, and after it SQLite refuses (SQLITE_MISUSE).
-    let code = unsafe {
-        rusqlite::ffi::sqlite3_config(
-            rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS,
-            std::ffi::c_int::from(0u8),
-        )
-    };
-    if code != rusqlite::ffi::SQLITE_OK {
-        tracing::debug!(
-            code,
-            "SQLite had started already; its memory statistics stay on"
-        );
-    }
 }
 
 impl Store {

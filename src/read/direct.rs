@@ -13,16 +13,19 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+    RowSelector,
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::files::{OpenFile, Shared};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 
-/// One file of a direct read and the rows of it to decode (`None`: all of them).
+/// One file of a direct read, its footer as the cache's schema, and the rows of it to decode
+/// (`None`: all of them).
 pub(super) struct DirectFile {
     file: Arc<OpenFile>,
+    metadata: ArrowReaderMetadata,
     selection: Option<RowSelection>,
 }
 
@@ -32,9 +35,9 @@ pub(super) struct DirectFile {
 pub(super) fn plan(files: Vec<Arc<OpenFile>>, lo: i64, hi: i64) -> Result<Option<Vec<DirectFile>>> {
     let mut out = Vec::with_capacity(files.len());
     for file in files {
-        if file.arrow_metadata()?.is_none() {
+        let Some(metadata) = file.arrow_metadata()? else {
             return Ok(None);
-        }
+        };
         let pages = file.ts_pages()?;
         let mut selectors: Vec<RowSelector> = Vec::with_capacity(pages.len());
         let mut all = true;
@@ -53,6 +56,7 @@ pub(super) fn plan(files: Vec<Arc<OpenFile>>, lo: i64, hi: i64) -> Result<Option
         }
         out.push(DirectFile {
             file,
+            metadata,
             selection: (!all).then(|| RowSelection::from(selectors)),
         });
     }
@@ -65,7 +69,7 @@ pub(super) fn decode(
     batch_size: usize,
 ) -> BoxStream<'static, datafusion::error::Result<RecordBatch>> {
     stream::iter(files)
-        .flat_map(move |f| match reader(&f, batch_size) {
+        .flat_map(move |f| match reader(f, batch_size) {
             Ok(reader) => stream::iter(reader.map(|b| b.map_err(DataFusionError::from))).boxed(),
             Err(e) => {
                 stream::once(async move { Err(DataFusionError::External(Box::new(e))) }).boxed()
@@ -74,17 +78,13 @@ pub(super) fn decode(
         .boxed()
 }
 
-fn reader(f: &DirectFile, batch_size: usize) -> Result<ParquetRecordBatchReader> {
+fn reader(f: DirectFile, batch_size: usize) -> Result<ParquetRecordBatchReader> {
     let path = || format!("decoding {}", f.file.path().display());
-    let metadata = f
-        .file
-        .arrow_metadata()?
-        .ok_or_else(|| Error::internal("a direct read of a file of another schema"))?;
     let mut builder =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(Shared(f.file.clone()), metadata)
+        ParquetRecordBatchReaderBuilder::new_with_metadata(Shared(f.file.clone()), f.metadata)
             .with_batch_size(batch_size);
-    if let Some(selection) = &f.selection {
-        builder = builder.with_row_selection(selection.clone());
+    if let Some(selection) = f.selection {
+        builder = builder.with_row_selection(selection);
     }
     builder.build().context(path)
 }

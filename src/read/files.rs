@@ -187,9 +187,7 @@ impl OpenFile {
         })?;
         Ok(self.pages.get_or_init(|| pages))
     }
-}
 
-impl OpenFile {
     /// The footer ready for the Parquet crate's reader, its columns read as the cache's
     /// schema; `None` when they are not of the cache's types (see [`super::direct`]).
     pub(super) fn arrow_metadata(&self) -> Result<Option<ArrowReaderMetadata>> {

@@ -95,7 +95,8 @@ use crate::model::{Bar, Symbol, Timeframe, decimal_from_fixed8, format_ts, ts_fr
 
 /// Index of `ts` among the cache's columns.
 const TS: usize = 2;
-/// Above this many rows a read decodes its files on every core, in order.
+/// Above this many rows a read decodes its files on every core, in order, through a
+/// DataFusion scan; up to it, with the Parquet crate's reader on the calling task.
 const PARALLEL_ROWS: u64 = 32_768;
 
 /// How a [`Reader`] reads (the `[read]` section of the configuration).
@@ -168,9 +169,14 @@ fn ts_literal(micros: i64) -> ScalarValue {
     ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into()))
 }
 
-/// One series' part of a read, planned.
+/// One series' part of a read, planned: where its batches come from and what to keep of them.
 struct SeriesScan {
     source: SeriesSource,
+    window: SeriesWindow,
+}
+
+/// The rows a series scan keeps: its warmup, range and limit.
+struct SeriesWindow {
     /// Rows below this are not wanted (before the warmup).
     lo: i64,
     /// First instant of the range.
@@ -333,8 +339,11 @@ impl Reader {
             request.check()?;
             scans.push(self.plan_series(&version, request, false)?);
         }
-        let wanted: usize = scans.iter().map(|s| s.limit).fold(0, usize::saturating_add);
-        let range_of = (first.clone(), scans[0].first_last);
+        let wanted: usize = scans
+            .iter()
+            .map(|s| s.window.limit)
+            .fold(0, usize::saturating_add);
+        let range_of = (first.clone(), scans[0].window.first_last);
         for scan in scans {
             streams.push(self.run_series(scan, false, false)?);
         }

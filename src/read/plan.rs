@@ -85,21 +85,23 @@ impl Reader {
                 }
             }
         }
-        let mut needed: Vec<&Arc<DataFile>> = entries
+        // In `ts` order: the state keeps each series' files by their first bar.
+        let needed: Vec<&Arc<DataFile>> = entries
             .iter()
             .filter(|p| p.max_ts >= lo && p.min_ts <= hi)
             .collect();
-        needed.sort_by_key(|p| p.min_ts);
         let rows: u64 = needed.iter().map(|p| p.rows).sum();
         let scan = |source| SeriesScan {
             source,
-            lo,
-            start,
-            end,
-            warmup,
-            limit,
-            request: request.clone(),
-            first_last,
+            window: SeriesWindow {
+                lo,
+                start,
+                end,
+                warmup,
+                limit,
+                request: request.clone(),
+                first_last,
+            },
         };
         if rows <= PARALLEL_ROWS {
             let opened = needed.iter().map(|p| open(p)).collect::<Result<Vec<_>>>()?;
@@ -144,18 +146,17 @@ impl Reader {
     /// order, and cuts the rows to the warmup and the range.
     pub(super) fn run_series(
         &self,
-        mut scan: SeriesScan,
+        scan: SeriesScan,
         require_range: bool,
         whole: bool,
     ) -> Result<SendableRecordBatchStream> {
         let task = self.inner.ctx.task_ctx();
-        // The source is consumed here; the rest of the scan goes on to the cut.
-        let source = std::mem::replace(&mut scan.source, SeriesSource::Direct(Vec::new()));
+        let SeriesScan { source, window } = scan;
         let plan = match source {
             SeriesSource::Plan(plan) => plan,
             SeriesSource::Direct(files) => {
                 let input = direct::decode(files, task.session_config().batch_size());
-                return Ok(self.cut(input, scan, require_range));
+                return Ok(cut(input, window, require_range));
             }
         };
         let partitions = plan.properties().partitioning.partition_count();
@@ -183,40 +184,39 @@ impl Reader {
                 .flat_map(|mut rx| futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
                 .boxed()
         };
-        Ok(self.cut(input, scan, require_range))
+        Ok(cut(input, window, require_range))
     }
+}
 
-    /// The rows of a series' ordered batches cut to its warmup and range.
-    fn cut(
-        &self,
-        input: BoxStream<'static, datafusion::error::Result<RecordBatch>>,
-        scan: SeriesScan,
-        require_range: bool,
-    ) -> SendableRecordBatchStream {
-        let cut = Cut {
-            input,
-            lo: scan.lo,
-            start: scan.start,
-            end: scan.end,
-            warmup: scan.warmup,
-            remaining: scan.limit,
-            warm: VecDeque::new(),
-            warm_rows: 0,
-            warm_done: false,
-            out: VecDeque::new(),
-            range_rows: 0,
-            reached_start: false,
-            done: false,
-            empty: (require_range && scan.limit > 0)
-                .then(|| empty_range(&scan.request, scan.first_last)),
-        };
-        let stream = futures_util::stream::unfold(cut, |mut cut| async move {
-            let item = cut.next().await?;
-            Some((item, cut))
-        });
-        Box::pin(RecordBatchStreamAdapter::new(
-            schema(),
-            stream.map(|r| r.map_err(datafusion::error::DataFusionError::from)),
-        ))
-    }
+/// The rows of a series' ordered batches cut to its warmup and range.
+fn cut(
+    input: BoxStream<'static, datafusion::error::Result<RecordBatch>>,
+    window: SeriesWindow,
+    require_range: bool,
+) -> SendableRecordBatchStream {
+    let cut = Cut {
+        input,
+        lo: window.lo,
+        start: window.start,
+        end: window.end,
+        warmup: window.warmup,
+        remaining: window.limit,
+        warm: VecDeque::new(),
+        warm_rows: 0,
+        warm_done: false,
+        out: VecDeque::new(),
+        range_rows: 0,
+        reached_start: false,
+        done: false,
+        empty: (require_range && window.limit > 0)
+            .then(|| empty_range(&window.request, window.first_last)),
+    };
+    let stream = futures_util::stream::unfold(cut, |mut cut| async move {
+        let item = cut.next().await?;
+        Some((item, cut))
+    });
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema(),
+        stream.map(|r| r.map_err(datafusion::error::DataFusionError::from)),
+    ))
 }
