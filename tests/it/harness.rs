@@ -255,6 +255,24 @@ pub fn generated(symbols: usize, days: usize, timeframe: &str, seed: u64) -> Vec
     .expect("generate")
 }
 
+impl TestDb {
+    /// Writes [`generated`] bars into the table with quiver's bulk writer and returns them.
+    pub async fn insert_generated(
+        &self,
+        symbols: usize,
+        days: usize,
+        timeframe: &str,
+        seed: u64,
+    ) -> Vec<quiver::Bar> {
+        let bars = generated(symbols, days, timeframe, seed);
+        self.store
+            .insert_bars(&bars, quiver::OnConflict::Error)
+            .await
+            .expect("insert generated bars");
+        bars
+    }
+}
+
 /// The repo's bundled sample data.
 pub fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -14,7 +14,7 @@ use quiver::read::BarsRequest;
 use quiver::sync::Syncer;
 
 use crate::both;
-use crate::harness::{Kind, TestDb, generated};
+use crate::harness::{Kind, TestDb};
 use crate::python::Readers;
 use crate::sync::{Row, assert_mirrored, reader_rows, row_of, table_rows};
 
@@ -86,11 +86,7 @@ both!(
 
 async fn appends_add_a_file_and_every_other_change_rewrites(db: TestDb) {
     let k = db.kind;
-    let bars = generated(2, 3, "1m", 11);
-    db.store
-        .insert_bars(&bars, OnConflict::Error)
-        .await
-        .unwrap();
+    let bars = db.insert_generated(2, 3, "1m", 11).await;
     let settings = CacheConfig {
         compact_files: 100,
         ..db.config.cache.clone()
@@ -221,11 +217,7 @@ async fn appends_add_a_file_and_every_other_change_rewrites(db: TestDb) {
 
 async fn compaction_merges_small_files_and_changes_no_row(db: TestDb) {
     let k = db.kind;
-    let bars = generated(2, 2, "1m", 12);
-    db.store
-        .insert_bars(&bars, OnConflict::Error)
-        .await
-        .unwrap();
+    let bars = db.insert_generated(2, 2, "1m", 12).await;
     let (settings, mut s) = syncer_compacting_at(&db, 4);
     s.pass(false).await.unwrap();
     let last = bars.iter().map(|b| b.ts_micros()).max().unwrap();
@@ -289,11 +281,7 @@ async fn compaction_merges_small_files_and_changes_no_row(db: TestDb) {
 /// compaction threshold (8 by default); `quiver compact` clears them.
 async fn status_shows_files_per_partition_and_the_backlog(db: TestDb) {
     let k = db.kind;
-    let bars = generated(2, 2, "1m", 13);
-    db.store
-        .insert_bars(&bars, OnConflict::Error)
-        .await
-        .unwrap();
+    let bars = db.insert_generated(2, 2, "1m", 13).await;
     let partitions: std::collections::BTreeSet<PartitionKey> = bars
         .iter()
         .map(|b| PartitionKey::of(b.symbol.as_str(), "1m", b.ts_micros()).unwrap())
@@ -350,11 +338,7 @@ async fn status_shows_files_per_partition_and_the_backlog(db: TestDb) {
 /// files, most first, a chunk per commit, and says when none is due.
 async fn idle_compaction_merges_before_the_threshold(db: TestDb) {
     let k = db.kind;
-    let bars = generated(3, 2, "1m", 12);
-    db.store
-        .insert_bars(&bars, OnConflict::Error)
-        .await
-        .unwrap();
+    let bars = db.insert_generated(3, 2, "1m", 12).await;
     let (_, mut s) = syncer_compacting_at(&db, 8);
     s.pass(false).await.unwrap();
     let last = bars.iter().map(|b| b.ts_micros()).max().unwrap();
@@ -404,11 +388,7 @@ async fn the_daemon_compacts_between_bursts(db: TestDb) {
         "[cache]\ncompact_files = 4\n",
     )
     .unwrap();
-    let bars = generated(1, 2, "1m", 12);
-    db.store
-        .insert_bars(&bars, OnConflict::Error)
-        .await
-        .unwrap();
+    let bars = db.insert_generated(1, 2, "1m", 12).await;
     let _daemon = db.spawn(
         quiver(&db)
             .args(["sync", "--watch", "-q"])

@@ -134,11 +134,7 @@ fn first_index(bars: &[Bar], symbol: &str, at: DateTime<Utc>) -> usize {
 }
 
 async fn streams_merges_and_latest_agree_with_the_table(db: TestDb) {
-    let bars = generated(3, 30, "1m", 5);
-    db.store
-        .insert_bars(&bars, OnConflict::Error)
-        .await
-        .unwrap();
+    db.insert_generated(3, 30, "1m", 5).await;
     syncer(&db).pass(false).await.unwrap();
     let reader = reader(&db);
     let all = series(&db, "SYM003", "1m").await;
@@ -280,11 +276,7 @@ async fn errors_are_typed(db: TestDb) {
 }
 
 async fn a_reader_follows_publications_and_keeps_its_snapshot(db: TestDb) {
-    let bars = generated(2, 45, "1m", 3);
-    db.store
-        .insert_bars(&bars, OnConflict::Error)
-        .await
-        .unwrap();
+    db.insert_generated(2, 45, "1m", 3).await;
     let mut s = syncer(&db);
     s.pass(false).await.unwrap();
     let reader = reader(&db);

@@ -219,11 +219,7 @@ both!(
 
 async fn every_kind_of_change_is_mirrored_exactly(db: TestDb) {
     let k = db.kind;
-    let bars = generated(3, 45, "5m", 7);
-    db.store
-        .insert_bars(&bars, OnConflict::Error)
-        .await
-        .unwrap();
+    let bars = db.insert_generated(3, 45, "5m", 7).await;
     let mut s = syncer(&db);
     let first = s.pass(false).await.unwrap();
     assert!(first.snapshot);
