@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Import beside DuckDB (DESIGN.md section 5, W5; issue: import speed): one day of a whole market
-as the flat-file vendors ship it (gzip CSV, every ticker each minute, `window_start` in epoch
-nanoseconds), imported end to end by `quiver import` into SQLite and PostgreSQL, and read by
-DuckDB's `read_csv` into a table of the same shape, all in one run.
+as the flat-file vendors ship it (gzip CSV, `window_start` in epoch nanoseconds), its rows by
+minute then ticker and (a second file) by ticker then minute, imported end to end by
+`quiver import` into SQLite and PostgreSQL, and read by DuckDB's `read_csv` into a table of the
+same shape, all in one run.
 
-    python3 benches/w5_import.py [--runs N] [--tickers N]
+    python3 benches/w5_import.py [--runs N] [--tickers N] [--order minute|ticker|both]
 
 Creates its own virtual environment under $QUIVER_BENCH_DIR (default /var/tmp/quiver-bench)
 with duckdb pinned; uses the release `quiver` binary of $CARGO_TARGET_DIR (default
@@ -34,24 +35,33 @@ SCHEMA = "quiver_bench_w5_import"
 MINUTES = 390  # one regular US session of 1m bars
 
 
-def flat_file(path, tickers):
-    """A vendor-style day: rows ordered by minute, then ticker; prices of 2-4 decimals."""
+def flat_file(path, tickers, order):
+    """A vendor-style day, prices of 2-4 decimals, its rows ordered by minute, then ticker
+    (`minute`), or by ticker, then minute (`ticker`, as Massive's flat files list them); the
+    same bars either way."""
     rng = random.Random(42)
     start_ns = 1_709_821_800 * 10**9  # 2024-03-07 14:30 UTC
     names = [f"T{i:05d}" for i in range(tickers)]
     price = [rng.uniform(5, 500) for _ in names]
+    rows = [[] for _ in names]
+    for m in range(MINUTES):
+        ts = start_ns + m * 60 * 10**9
+        for i, name in enumerate(names):
+            o = price[i]
+            c = max(0.01, o * (1 + rng.gauss(0, 0.001)))
+            h = max(o, c) * (1 + abs(rng.gauss(0, 0.0005)))
+            lo = min(o, c) * (1 - abs(rng.gauss(0, 0.0005)))
+            price[i] = c
+            v = rng.randint(100, 50_000)
+            rows[i].append(f"{name},{v},{o:.4f},{c:.4f},{h:.4f},{lo:.4f},{ts},{v // 50}\n")
     with gzip.open(path, "wt", compresslevel=6, newline="") as f:
         f.write("ticker,volume,open,close,high,low,window_start,transactions\n")
-        for m in range(MINUTES):
-            ts = start_ns + m * 60 * 10**9
-            for i, name in enumerate(names):
-                o = price[i]
-                c = max(0.01, o * (1 + rng.gauss(0, 0.001)))
-                h = max(o, c) * (1 + abs(rng.gauss(0, 0.0005)))
-                lo = min(o, c) * (1 - abs(rng.gauss(0, 0.0005)))
-                price[i] = c
-                v = rng.randint(100, 50_000)
-                f.write(f"{name},{v},{o:.4f},{c:.4f},{h:.4f},{lo:.4f},{ts},{v // 50}\n")
+        if order == "ticker":
+            for lines in rows:
+                f.writelines(lines)
+        else:
+            for m in range(MINUTES):
+                f.writelines(lines[m] for lines in rows)
     return tickers * MINUTES
 
 
@@ -139,24 +149,31 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tickers", type=int, default=2_564)  # x 390 minutes ~ 1M rows
+    parser.add_argument("--order", choices=["minute", "ticker", "both"], default="both",
+                        help="rows by minute then ticker, by ticker then minute, or a file of each")
     args = parser.parse_args()
     reexec_in_venv("python-w5-import", TOOLS, "QUIVER_W5_IMPORT_VENV")
     binary = quiver_binary()
+    orders = ["minute", "ticker"] if args.order == "both" else [args.order]
+    results = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        path = tmp / "2024-03-07.csv.gz"
-        rows = flat_file(path, args.tickers)
-        size = path.stat().st_size
-        print(f"{rows} rows, {args.tickers} tickers, {size / 1e6:.1f} MB gzip", file=sys.stderr)
-        results = [
-            ("quiver import, SQLite", quiver_import(binary, tmp, path, rows, args.runs, "sqlite")),
-            ("quiver import, PostgreSQL",
-             quiver_import(binary, tmp, path, rows, args.runs, "postgres")),
-            ("DuckDB read_csv into a keyed DECIMAL table",
-             duckdb_read_csv(tmp, path, rows, args.runs, True)),
-            ("DuckDB read_csv, types guessed (DOUBLE), no key",
-             duckdb_read_csv(tmp, path, rows, args.runs, False)),
-        ]
+        for order in orders:
+            path = tmp / f"2024-03-07-by-{order}.csv.gz"
+            rows = flat_file(path, args.tickers, order)
+            size = path.stat().st_size
+            print(f"{rows} rows by {order}, {args.tickers} tickers, {size / 1e6:.1f} MB gzip",
+                  file=sys.stderr)
+            results += [
+                (f"quiver import, SQLite, by {order}",
+                 quiver_import(binary, tmp, path, rows, args.runs, "sqlite")),
+                (f"quiver import, PostgreSQL, by {order}",
+                 quiver_import(binary, tmp, path, rows, args.runs, "postgres")),
+                (f"DuckDB read_csv into a keyed DECIMAL table, by {order}",
+                 duckdb_read_csv(tmp, path, rows, args.runs, True)),
+                (f"DuckDB read_csv, types guessed (DOUBLE), no key, by {order}",
+                 duckdb_read_csv(tmp, path, rows, args.runs, False)),
+            ]
     print(f"| {rows} rows, gzip CSV, end to end | median of {args.runs} | rows/s |")
     print("| --- | --- | --- |")
     for label, seconds in results:

@@ -3,170 +3,145 @@
 
 use super::*;
 
-/// Parses the text of a file named `path` (used in messages) into `parsed`; see [`read_file`].
+/// Parses the text of a file named `path` (used in messages) into `parsed` on the calling
+/// thread; files are read by [`import_files`], which parses them in chunks on several threads.
 pub fn read_text(
     path: &Path,
     text: &str,
     options: &ImportOptions,
     parsed: &mut Parsed,
 ) -> Result<Format> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let first_line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let format = match options.format {
-        Format::Parquet => {
-            return Err(Error::Format {
-                file: path.into(),
-                message: "not a Parquet file (no PAR1 header)".into(),
-            });
-        }
-        Format::Auto => sniff(first_line).ok_or_else(|| Error::Format {
-            file: path.into(),
-            message: format!(
-                "cannot tell the format from the first line {first_line:?}; pass --format yahoo|backtrader|binance|csv"
-            ),
-        })?,
-        f => f,
-    };
-    let mut reader = csv_reader(text);
-    let mut layout = if format == Format::Binance {
-        Layout::binance()
-    } else {
-        let mut header = csv::StringRecord::new();
-        if !reader
-            .read_record(&mut header)
-            .map_err(|e| csv_error(path, 0, &e))?
-        {
-            return Ok(format);
-        }
-        Layout::from_header(format, &header).map_err(|message| Error::Format {
-            file: path.into(),
-            message,
-        })?
-    };
-    let symbol = match (layout.symbol, &options.symbol) {
-        (Some(i), _) => Value::Column(i),
-        (None, Some(s)) => Value::Given(s.clone()),
-        (None, None) => {
-            return Err(Error::invalid(format!(
-                "{}: no symbol column; pass --symbol",
-                path.display()
-            )));
-        }
-    };
-    let timeframe = match (layout.timeframe, options.timeframe) {
-        (Some(i), _) => Value::Column(i),
-        (None, Some(t)) => Value::Given(t),
-        (None, None) => {
-            return Err(Error::invalid(format!(
-                "{}: no timeframe column; pass --timeframe",
-                path.display()
-            )));
-        }
-    };
-    // The rows after the header, cut at line ends into one piece per core when no field can
-    // hold a line end (no quotes), each parsed on its own thread.
-    let body_at = reader.position().byte() as usize;
-    let body_line = reader.position().line();
-    let body = text.get(body_at..).unwrap_or("");
-    let pieces =
-        if body.len() >= PARALLEL_MIN_BYTES && memchr::memchr(b'"', body.as_bytes()).is_none() {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_PIECES))
-        } else {
-            1
-        };
-    let mut cuts = Vec::with_capacity(pieces);
-    let mut from = 0;
-    let mut line = body_line;
-    for k in 1..=pieces {
-        let to = if k == pieces {
-            body.len()
-        } else {
-            let guess = (body.len() * k / pieces).max(from);
-            memchr::memchr(b'\n', &body.as_bytes()[guess..]).map_or(body.len(), |i| guess + i + 1)
-        };
-        cuts.push((&body[from..to], line));
-        line += memchr::memchr_iter(b'\n', &body.as_bytes()[from..to]).count() as u64;
-        from = to;
-    }
-    let shown = progress::bytes(text.len() as u64, "parsing");
-    shown.set_position(body_at as u64);
-    let context = Piece {
-        path,
-        format,
-        options,
-        symbol,
-        timeframe,
-        shown: &shown,
-        pieces: cuts.len(),
-    };
-    let results: Vec<Result<Vec<(Bar, u64)>>> = if cuts.len() == 1 {
-        vec![context.parse(cuts[0].0, cuts[0].1, &mut layout)]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = cuts
-                .iter()
-                .map(|&(piece, line)| {
-                    let mut layout = layout.clone();
-                    let context = &context;
-                    scope.spawn(move || context.parse(piece, line, &mut layout))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::internal("a parsing thread panicked")))
-                })
-                .collect()
-        })
-    };
-    let source = parsed.source(path, true, &layout.names[layout.ts_column()]);
-    // The first error in file order: each piece stops at its own first.
-    for result in results {
-        for (bar, line) in result? {
+    let (format, start) = FileParser::start(path, text, options)?;
+    if let Some(start) = start {
+        let bars =
+            start
+                .parser
+                .parse(&text[start.body_at..], start.body_line, &mut HashMap::new())?;
+        let source = parsed.source(path, true, start.parser.ts_field());
+        for (bar, line) in bars {
             parsed.push(bar, source, line);
         }
     }
-    shown.finish_and_clear();
     Ok(format)
 }
 
-/// Bodies smaller than this are parsed on the calling thread.
-pub(super) const PARALLEL_MIN_BYTES: usize = 1 << 20;
-/// At most this many threads parse one file.
-const MAX_PIECES: usize = 4;
-
-fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes())
-}
-
-/// Where a row's symbol or timeframe comes from: a column, or the command line for every row.
-enum Value<T> {
-    Column(usize),
-    Given(T),
-}
-
-/// What every piece of one file is parsed with.
-struct Piece<'a> {
-    path: &'a Path,
+/// How the rows of one text file are read: its format, layout and where symbol and timeframe
+/// come from, found from its first lines; shared by the threads parsing its chunks.
+#[derive(Debug)]
+pub(super) struct FileParser {
+    path: PathBuf,
     format: Format,
-    options: &'a ImportOptions,
+    options: ImportOptions,
     symbol: Value<Symbol>,
     timeframe: Value<Timeframe>,
-    shown: &'a indicatif::ProgressBar,
-    /// How many pieces the file was cut into.
-    pieces: usize,
+    layout: Layout,
 }
 
-impl Piece<'_> {
+/// Where the rows of a text file start, and how to parse them.
+#[derive(Debug)]
+pub(super) struct Body {
+    pub(super) parser: FileParser,
+    /// The byte of the text the first row starts at (after a byte order mark and the header).
+    pub(super) body_at: usize,
+    /// The line of the file the first row is on.
+    pub(super) body_line: u64,
+}
+
+impl FileParser {
+    /// Reads the format and the header from `start`, the beginning of the file's text (at least
+    /// its first line). Returns the format, and the rows' parser unless the file holds none.
+    pub(super) fn start(
+        path: &Path,
+        start: &str,
+        options: &ImportOptions,
+    ) -> Result<(Format, Option<Body>)> {
+        let text = start.strip_prefix('\u{feff}').unwrap_or(start);
+        let bom = start.len() - text.len();
+        let first_line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let format = match options.format {
+            Format::Parquet => {
+                return Err(Error::Format {
+                    file: path.into(),
+                    message: "not a Parquet file (no PAR1 header)".into(),
+                });
+            }
+            Format::Auto => sniff(first_line).ok_or_else(|| Error::Format {
+                file: path.into(),
+                message: format!(
+                    "cannot tell the format from the first line {first_line:?}; pass --format yahoo|backtrader|binance|csv"
+                ),
+            })?,
+            f => f,
+        };
+        let mut reader = csv_reader(text);
+        let layout = if format == Format::Binance {
+            Layout::binance()
+        } else {
+            let mut header = csv::StringRecord::new();
+            if !reader
+                .read_record(&mut header)
+                .map_err(|e| csv_error(path, 0, &e))?
+            {
+                return Ok((format, None));
+            }
+            Layout::from_header(format, &header).map_err(|message| Error::Format {
+                file: path.into(),
+                message,
+            })?
+        };
+        let symbol = match (layout.symbol, &options.symbol) {
+            (Some(i), _) => Value::Column(i),
+            (None, Some(s)) => Value::Given(s.clone()),
+            (None, None) => {
+                return Err(Error::invalid(format!(
+                    "{}: no symbol column; pass --symbol",
+                    path.display()
+                )));
+            }
+        };
+        let timeframe = match (layout.timeframe, options.timeframe) {
+            (Some(i), _) => Value::Column(i),
+            (None, Some(t)) => Value::Given(t),
+            (None, None) => {
+                return Err(Error::invalid(format!(
+                    "{}: no timeframe column; pass --timeframe",
+                    path.display()
+                )));
+            }
+        };
+        let body = Body {
+            body_at: bom + reader.position().byte() as usize,
+            body_line: reader.position().line(),
+            parser: FileParser {
+                path: path.to_path_buf(),
+                format,
+                options: options.clone(),
+                symbol,
+                timeframe,
+                layout,
+            },
+        };
+        Ok((format, Some(body)))
+    }
+
+    /// The file's name for its timestamp column.
+    pub(super) fn ts_field(&self) -> &str {
+        &self.layout.names[self.layout.ts_column()]
+    }
+
     /// Parses and checks the rows of `text`, whose first line is line `first_line` of the file,
-    /// into bars with their lines; stops at the first bad row.
-    fn parse(&self, text: &str, first_line: u64, layout: &mut Layout) -> Result<Vec<(Bar, u64)>> {
-        let (path, format, options) = (self.path, self.format, self.options);
+    /// into bars with their lines; stops at the first bad row. `text` holds whole lines, and no
+    /// quoted field runs into it from before. `symbols` keeps each spelling of a symbol parsed
+    /// once: files of a whole market repeat each symbol on many lines.
+    pub(super) fn parse(
+        &self,
+        text: &str,
+        first_line: u64,
+        symbols: &mut HashMap<Box<str>, Symbol>,
+    ) -> Result<Vec<(Bar, u64)>> {
+        let (path, format, options) = (self.path.as_path(), self.format, &self.options);
+        let mut layout = self.layout.clone();
+        let layout = &mut layout;
         let offset = first_line.saturating_sub(1);
         let fail = |line: u64, field: &str, message: String| Error::Input {
             file: path.into(),
@@ -177,22 +152,12 @@ impl Piece<'_> {
         let mut reader = csv_reader(text);
         // One record, refilled line after line.
         let mut record = csv::StringRecord::new();
-        // Files of a whole market repeat each symbol on many lines, one symbol after another
-        // each minute: each spelling is parsed once.
-        let mut symbols: HashMap<Box<str>, Symbol> = HashMap::new();
         let mut bars = Vec::with_capacity(text.len() / 48);
-        let mut shown_byte = 0;
         while reader
             .read_record(&mut record)
             .map_err(|e| csv_error(path, offset, &e))?
         {
-            let (line, byte) = record
-                .position()
-                .map_or((0, 0), |p| (p.line() + offset, p.byte()));
-            if line % 65_536 == 0 {
-                self.shown.inc(byte - shown_byte);
-                shown_byte = byte;
-            }
+            let line = record.position().map_or(0, |p| p.line() + offset);
             if format == Format::Binance && line == 1 && !record.get(0).is_some_and(is_integer) {
                 continue; // some Binance exports carry a header row
             }
@@ -254,14 +219,23 @@ impl Piece<'_> {
             }
             bars.push((bar, line));
         }
-        self.shown.inc(text.len() as u64 - shown_byte);
-        // One of several pieces: in key order on this thread, so the import's sort only
-        // merges the pieces' runs.
-        if self.pieces > 1 {
-            bars.sort_unstable_by(key_order);
-        }
         Ok(bars)
     }
+}
+
+fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes())
+}
+
+/// Where a row's symbol or timeframe comes from: a column, or the command line for every row.
+#[derive(Debug)]
+enum Value<T> {
+    Column(usize),
+    Given(T),
 }
 
 /// A CSV reader's error; its line is `offset` lines short of the file's.

@@ -35,6 +35,7 @@ both!(
     binance_and_csv_formats,
     reimport_with_each_policy,
     whole_market_compressed_files,
+    large_files_are_written_while_read_and_still_all_or_nothing,
     parquet_files,
 );
 
@@ -356,6 +357,172 @@ async fn reimport_with_each_policy(db: TestDb) {
         "identical bars are not rewritten"
     );
     assert_eq!(db.count().await as u64, n);
+}
+
+/// A day of `tickers` x `minutes` one-minute bars named `{prefix}{t:03}`, with 8-decimal prices
+/// and fractional volumes, listed ticker after ticker (as Massive's flat files are) or every
+/// ticker each minute; and the bars as (symbol, ts, open, volume) text, in key order.
+fn market_day(
+    prefix: &str,
+    tickers: usize,
+    minutes: usize,
+    ticker_after_ticker: bool,
+) -> (String, Vec<(String, String, String, String)>) {
+    let row = |t: usize, m: usize| {
+        let units = 100 + (t * 7 + m) % 50;
+        let open = format!("{units}.{:08}", (t * 7919 + m * 104_729) % 100_000_000);
+        let ts = (1_709_821_800 + m as i64 * 60) * 1_000_000_000;
+        let volume = format!("{}.5", t + m);
+        let line = format!(
+            "{prefix}{t:03},{volume},{open},{open},{}.5,{}.25,{ts},3\n",
+            units + 1,
+            units - 1
+        );
+        let ts = format_ts(&chrono::DateTime::from_timestamp_nanos(ts));
+        (line, (format!("{prefix}{t:03}"), ts, open, volume))
+    };
+    let mut text = String::from("ticker,volume,open,close,high,low,window_start,transactions\n");
+    let mut bars = Vec::new();
+    for i in 0..tickers * minutes {
+        let (t, m) = if ticker_after_ticker {
+            (i / minutes, i % minutes)
+        } else {
+            (i % tickers, i / tickers)
+        };
+        let (line, (symbol, ts, open, volume)) = row(t, m);
+        text.push_str(&line);
+        bars.push((symbol, ts, normal(&open), normal(&volume)));
+    }
+    bars.sort();
+    (text, bars)
+}
+
+/// A decimal's digits without trailing zeros, as exact text.
+fn normal(decimal: &str) -> String {
+    rust_decimal::Decimal::from_str_exact(decimal)
+        .unwrap()
+        .normalize()
+        .to_string()
+}
+
+/// The stored bars whose symbol starts with `prefix`, as [`market_day`] gives them.
+async fn stored_day(db: &TestDb, prefix: &str) -> Vec<(String, String, String, String)> {
+    let bars = db.store.read_bars(&BarFilter::default()).await.unwrap();
+    let mut day: Vec<_> = bars
+        .iter()
+        .filter(|b| b.symbol.as_str().starts_with(prefix))
+        .map(|b| {
+            (
+                b.symbol.to_string(),
+                format_ts(&b.ts),
+                b.open.normalize().to_string(),
+                b.volume.normalize().to_string(),
+            )
+        })
+        .collect();
+    day.sort();
+    day
+}
+
+async fn large_files_are_written_while_read_and_still_all_or_nothing(db: TestDb) {
+    // About 4.5 MB of text each: several chunks of a MiB, parsed on several threads.
+    let (tickers, minutes) = (60, 1000);
+    let rows = tickers * minutes;
+    let one_minute = ImportOptions {
+        timeframe: Some(Timeframe::parse("1m").unwrap()),
+        ..ImportOptions::default()
+    };
+    let import = |path: PathBuf, options: ImportOptions| {
+        let store = db.store.clone();
+        async move { import_files(&store, std::slice::from_ref(&path), &options).await }
+    };
+
+    // Ticker after ticker: every chunk follows the last, so all of it is written as it is read.
+    let (text, expected) = market_day("K", tickers, minutes, true);
+    let path = compress("gzip", &db.file("by-ticker.csv", &text));
+    let report = import(path.clone(), one_minute.clone()).await.unwrap();
+    assert_eq!(
+        (
+            report.files[0].bars,
+            report.write.written,
+            report.written_while_reading
+        ),
+        (rows, rows as u64, rows)
+    );
+    assert_eq!(stored_day(&db, "K").await, expected, "every value exact");
+
+    // Every ticker each minute: the first chunk is written while reading, the rest sorted.
+    let (text, expected) = market_day("M", tickers, minutes, false);
+    let report = import(db.file("by-minute.csv", &text), one_minute.clone())
+        .await
+        .unwrap();
+    assert_eq!(report.write.written, rows as u64);
+    assert!(
+        report.written_while_reading > 0 && report.written_while_reading < rows / 3,
+        "{} of {rows} written while reading",
+        report.written_while_reading
+    );
+    assert_eq!(stored_day(&db, "M").await, expected, "every value exact");
+    let before = db.count().await;
+
+    // A bad row in the last chunk, after every earlier chunk was written: nothing is kept.
+    let (text, _) = market_day("B", tickers, minutes, true);
+    let mut lines: Vec<&str> = text.lines().collect();
+    let bad_line = lines.len() - 2;
+    let bad = format!("{},extra", lines[bad_line]);
+    lines[bad_line] = &bad;
+    let path = db.file("bad-late.csv", &(lines.join("\n") + "\n"));
+    let err = import(path.clone(), one_minute.clone()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:{}: row: expected 8 fields, found 9",
+            path.display(),
+            bad_line + 1
+        )
+    );
+    assert_eq!(
+        db.count().await,
+        before,
+        "the chunks written before are rolled back"
+    );
+
+    // A bar given again at the end of a file in key order is a duplicate naming both lines.
+    let mut lines: Vec<&str> = text.lines().collect();
+    let again = lines[2];
+    lines.push(again);
+    let path = db.file("twice.csv", &(lines.join("\n") + "\n"));
+    let err = import(path.clone(), one_minute.clone()).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "{}:{}: window_start: duplicate bar B000 1m ",
+            path.display(),
+            lines.len()
+        )) && message.ends_with(&format!("(first at {}:3)", path.display())),
+        "{message}"
+    );
+    assert_eq!(db.count().await, before);
+
+    // Bars already stored are refused (the default policy) while the file is read; a bad row
+    // later in it is still the error reported, and nothing is kept.
+    let (text, _) = market_day("K", tickers, minutes, true);
+    let err = import(db.file("again.csv", &text), one_minute.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.len() - 1;
+    let bad = lines[last].replacen(".5,", "x,", 1);
+    lines[last] = &bad;
+    let path = db.file("again-bad.csv", &(lines.join("\n") + "\n"));
+    let err = import(path.clone(), one_minute).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:{}: volume: ", path.display(), last + 1)),
+        "{err}"
+    );
+    assert_eq!(db.count().await, before);
 }
 
 /// Compresses `path` in place with the system's `gzip` or `zstd`, returning the new file.
