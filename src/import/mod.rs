@@ -114,8 +114,8 @@ pub struct ImportReport {
     pub files: Vec<FileReport>,
     /// What the database write did.
     pub write: WriteReport,
-    /// Bars written while the files were still being read: the chunks in key order, up to the
-    /// first that is not (the rest is sorted first).
+    /// Bars written as they were read, without sorting: every chunk while each follows the one
+    /// before in key order; then the rest is sorted first.
     pub written_while_reading: usize,
 }
 
@@ -145,46 +145,71 @@ pub async fn import_files(
     let mut items = stream::spawn(paths.to_vec(), options.clone(), shown.clone());
     let mut parsed = Parsed::default();
     let mut files: Vec<FileReport> = Vec::new();
-    let mut writer = None;
-    // The bars of `parsed` before this one are written; until `in_order` turns false they are
-    // every bar read, in key order.
-    let mut written = 0;
-    let mut in_order = true;
-    // A failed write ends the writing, but a bad row read later is the error to report.
-    let mut write_error = None;
+    // A chunk is written once the next one is seen to follow it (or the files end), so a file
+    // not in key order writes nothing before it is sorted: a first chunk written early makes the
+    // sorted rest insert into the middle of every symbol's rows (1M bars of 2,564 symbols into
+    // SQLite: 1.2 s of writing instead of 0.85 s).
+    let mut streamed = Streamed::new(options.on_conflict);
     while let Some(item) = items.next().await? {
-        let Some((from, follows)) = parsed.take(item, &mut files) else {
-            continue;
-        };
-        in_order &= follows;
-        if in_order && write_error.is_none() {
-            let bars = &parsed.bars[from..];
-            match write_streamed(store, &mut writer, bars, options.on_conflict).await {
-                Ok(()) => written = parsed.bars.len(),
-                Err(e) => write_error = Some(e),
-            }
+        if let Some((from, follows)) = parsed.take(item, &mut files) {
+            streamed.in_order &= follows;
+            streamed.write(store, &parsed.bars[..from]).await;
         }
     }
+    streamed.write(store, &parsed.bars).await;
     shown.finish_and_clear();
     let read = started.elapsed();
-    let rest = parsed.into_sorted_from(written)?;
-    if let Some(e) = write_error {
-        return Err(e);
-    }
-    let sorted = started.elapsed();
-    let writer = match writer {
-        Some(writer) => writer,
-        None => store.writer(options.on_conflict).await?,
+    let Streamed {
+        writer,
+        written,
+        mut error,
+        ..
+    } = streamed;
+    let bars = parsed.bars.len();
+    // The rest is merged in key order on a thread of its own while its first batches are
+    // written: the merge (0.2 s for 1M bars in 50 chunks) hides behind the write.
+    let (batches, mut merged) = tokio::sync::mpsc::channel::<Vec<Bar>>(4);
+    let merging = tokio::task::spawn_blocking(move || {
+        parsed.merge(written, |batch| batches.blocking_send(batch).is_ok())
+    });
+    let mut writer = match (writer, &error) {
+        (Some(writer), _) => Some(writer),
+        (None, Some(_)) => None,
+        (None, None) => match store.writer(options.on_conflict).await {
+            Ok(writer) => Some(writer),
+            Err(e) => {
+                error = Some(e);
+                None
+            }
+        },
     };
-    let write = write_rest(writer, &rest).await?;
+    let shown = progress::rows((bars - written) as u64, "writing");
+    while let Some(batch) = merged.recv().await {
+        if let (Some(w), None) = (&mut writer, &error)
+            && let Err(e) = w.write(&batch).await
+        {
+            error = Some(e);
+        }
+        shown.inc(batch.len() as u64);
+    }
+    // A bad row (returned above) or a bar given twice is the error to report before a failed
+    // write.
+    merging
+        .await
+        .map_err(|_| Error::internal("the import's merge stopped"))??;
+    let write = match (writer, error) {
+        (_, Some(e)) => return Err(e),
+        (Some(writer), None) => writer.commit().await?,
+        (None, None) => return Err(Error::internal("an import without a writer")),
+    };
+    shown.finish_and_clear();
     tracing::debug!(
-        bars = written + rest.len(),
+        bars,
         written_while_reading = written,
         read_ms = read.as_millis() as u64,
-        sort_ms = (sorted - read).as_millis() as u64,
-        write_ms = (started.elapsed() - sorted).as_millis() as u64,
-        "import: files read and checked (bars in key order written meanwhile), the rest sorted, \
-         checked for duplicates and written"
+        rest_ms = (started.elapsed() - read).as_millis() as u64,
+        "import: files read and checked (bars in key order written meanwhile), the rest merged \
+         in key order, checked for duplicates and written"
     );
     Ok(ImportReport {
         files,
@@ -208,31 +233,55 @@ pub async fn read_files(
     Ok((files, parsed))
 }
 
-/// Writes bars read in key order while the next ones are parsed, starting the transaction with
-/// the first.
-async fn write_streamed(
-    store: &Store,
-    writer: &mut Option<BarWriter>,
-    bars: &[Bar],
+/// The bars an import writes while it reads: a prefix of those read, in key order.
+struct Streamed {
     policy: OnConflict,
-) -> Result<()> {
-    if writer.is_none() {
-        *writer = Some(store.writer(policy).await?);
+    /// Started with the first bars written.
+    writer: Option<BarWriter>,
+    /// How many bars of those read are written.
+    written: usize,
+    /// Every chunk read so far follows the one before in key order.
+    in_order: bool,
+    /// A failed write ends the writing.
+    error: Option<Error>,
+}
+
+impl Streamed {
+    fn new(policy: OnConflict) -> Self {
+        Streamed {
+            policy,
+            writer: None,
+            written: 0,
+            in_order: true,
+            error: None,
+        }
     }
-    match writer {
-        Some(writer) => writer.write(bars).await,
-        None => Ok(()),
+
+    /// Writes those of `read` (the first bars read) not yet written, while every chunk has
+    /// been in order and no write failed.
+    async fn write(&mut self, store: &Store, read: &[Bar]) {
+        if !self.in_order || self.error.is_some() || read.len() <= self.written {
+            return;
+        }
+        if self.writer.is_none() {
+            match store.writer(self.policy).await {
+                Ok(writer) => self.writer = Some(writer),
+                Err(e) => return self.error = Some(e),
+            }
+        }
+        if let Some(writer) = &mut self.writer {
+            match writer.write(&read[self.written..]).await {
+                Ok(()) => self.written = read.len(),
+                Err(e) => self.error = Some(e),
+            }
+        }
     }
 }
 
 /// Writes already validated bars in one transaction, with a progress bar on a terminal.
 pub async fn write_bars(store: &Store, bars: &[Bar], policy: OnConflict) -> Result<WriteReport> {
-    write_rest(store.writer(policy).await?, bars).await
-}
-
-/// Writes `bars` with `writer` and commits, with a progress bar on a terminal.
-async fn write_rest(mut writer: BarWriter, bars: &[Bar]) -> Result<WriteReport> {
     let bar = progress::rows(bars.len() as u64, "writing");
+    let mut writer = store.writer(policy).await?;
     for chunk in bars.chunks(WRITE_BATCH) {
         writer.write(chunk).await?;
         bar.inc(chunk.len() as u64);
@@ -252,6 +301,8 @@ pub struct Parsed {
     at: Vec<(u32, u64)>,
     /// Each file read.
     sources: Vec<Source>,
+    /// Where each run of bars in key order starts: a chunk of a file, or a text read whole.
+    runs: Vec<usize>,
 }
 
 /// A file read into [`Parsed`].
@@ -304,9 +355,9 @@ impl Parsed {
         (self.sources.len() - 1) as u32
     }
 
-    /// The bars read so far, file after file: from [`read_text`] in the file's order, from
-    /// [`read_files`] each chunk of a file (about a MiB of text, or a whole Parquet file) in
-    /// key order.
+    /// The bars read so far, file after file, in runs of key order: a text given to
+    /// [`read_text`], or each chunk of a file read by [`read_files`] (about a MiB of text, or a
+    /// whole Parquet file).
     pub fn bars(&self) -> &[Bar] {
         &self.bars
     }
@@ -337,17 +388,22 @@ impl Parsed {
             }
             stream::Item::Bars(chunk) => {
                 let follows = chunk.increasing
-                    && match (self.bars.last(), chunk.bars.first()) {
-                        (Some(last), Some(first)) => stream::key(last) < stream::key(first),
+                    && match (self.bars.last(), chunk.rows.first()) {
+                        (Some(last), Some((first, _))) => stream::key(last) < stream::key(first),
                         _ => true,
                     };
                 if let Some(file) = files.last_mut() {
-                    file.bars += chunk.bars.len();
+                    file.bars += chunk.rows.len();
                 }
                 let from = self.bars.len();
+                self.runs.push(from);
                 let source = self.sources.len().saturating_sub(1) as u32;
-                self.bars.extend(chunk.bars);
-                self.at.extend(chunk.at.into_iter().map(|at| (source, at)));
+                self.bars.reserve(chunk.rows.len());
+                self.at.reserve(chunk.rows.len());
+                for (bar, at) in chunk.rows {
+                    self.bars.push(bar);
+                    self.at.push((source, at));
+                }
                 Some((from, follows))
             }
         }
@@ -355,50 +411,98 @@ impl Parsed {
 
     /// The bars in key order (symbol, timeframe, ts), as the writers store them fastest; a bar
     /// given twice is refused at its second place (the earliest such in file order), naming the
-    /// first. Found by sorting instead of a set kept while parsing, which cost more than the
-    /// parse of a whole-market file.
+    /// first. Found by merging the sorted runs instead of a set kept while parsing, which cost
+    /// more than the parse of a whole-market file.
     pub fn into_sorted(self) -> Result<Vec<Bar>> {
-        self.into_sorted_from(0)
+        let mut sorted = Vec::with_capacity(self.bars.len());
+        self.merge(0, |batch| {
+            sorted.extend(batch);
+            true
+        })?;
+        Ok(sorted)
     }
 
-    /// Checks every bar as [`Parsed::into_sorted`] does and returns, in key order, those from
-    /// the `from`th on: the bars before it are in key order, each after the one before.
-    fn into_sorted_from(self, from: usize) -> Result<Vec<Bar>> {
-        let Parsed { bars, at, sources } = self;
-        if from == bars.len() {
-            return Ok(Vec::new()); // all in order: none is there twice
+    /// Merges the runs into key order, checking every bar as [`Parsed::into_sorted`] does, and
+    /// hands those from the `from`th on to `emit` in batches of [`WRITE_BATCH`] (the bars before
+    /// it are written). Stops when `emit` says false; the error of a bar given twice comes after
+    /// the last batch.
+    fn merge(self, from: usize, mut emit: impl FnMut(Vec<Bar>) -> bool) -> Result<()> {
+        use std::cmp::Reverse;
+        /// The first bar not yet merged of one run. Equal keys come in index order, which is
+        /// file order (each chunk keeps them in line order): the second of a pair is the later
+        /// place.
+        #[derive(PartialEq, Eq, PartialOrd, Ord)]
+        struct Head<'a> {
+            key: (&'a str, Timeframe, DateTime<Utc>),
+            index: usize,
+            end: usize,
         }
-        // Each bar beside where it was read and its index.
-        let mut keyed: Vec<(Bar, (u32, u64, usize))> = bars
-            .into_iter()
-            .zip(at)
-            .enumerate()
-            .map(|(i, (bar, (source, at)))| (bar, (source, at, i)))
+        let Parsed {
+            bars,
+            at,
+            sources,
+            runs,
+        } = self;
+        if from == bars.len() {
+            return Ok(()); // all written, each bar after the one before: none is there twice
+        }
+        let head = |index: usize, end: usize| {
+            (index < end).then(|| {
+                Reverse(Head {
+                    key: stream::key(&bars[index]),
+                    index,
+                    end,
+                })
+            })
+        };
+        let ends = runs.iter().skip(1).copied().chain([bars.len()]);
+        let mut heads: std::collections::BinaryHeap<_> = runs
+            .iter()
+            .zip(ends)
+            .filter_map(|(&start, end)| head(start, end))
             .collect();
-        // A stable sort: the chunks arrive sorted, and it merges such runs in linear time.
-        keyed.sort_by(key_order);
-        let same =
-            |a: &Bar, b: &Bar| a.ts == b.ts && a.timeframe == b.timeframe && a.symbol == b.symbol;
-        let duplicate = keyed
-            .windows(2)
-            .filter(|w| same(&w[0].0, &w[1].0))
-            .min_by_key(|w| w[1].1);
-        if let Some(w) = duplicate {
-            let ((bar, (source, at, _)), (_, (first, first_at, _))) = (&w[1], &w[0]);
+        let mut batch = Vec::with_capacity(WRITE_BATCH.min(bars.len()));
+        let mut previous: Option<usize> = None;
+        // The pair of the same key whose second place is the earliest.
+        let mut duplicate: Option<(usize, usize)> = None;
+        while let Some(Reverse(Head { key, index, end })) = heads.pop() {
+            if let Some(p) = previous
+                && stream::key(&bars[p]) == key
+                && duplicate.is_none_or(|(_, second)| at[index] < at[second])
+            {
+                duplicate = Some((p, index));
+            }
+            previous = Some(index);
+            if let Some(next) = head(index + 1, end) {
+                heads.push(next);
+            }
+            if index >= from {
+                batch.push(bars[index].clone());
+                if batch.len() == WRITE_BATCH
+                    && !emit(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(WRITE_BATCH),
+                    ))
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if !batch.is_empty() && !emit(batch) {
+            return Ok(());
+        }
+        if let Some((first, second)) = duplicate {
+            let (bar, (source, place), (first, first_at)) = (&bars[second], at[second], at[first]);
             let message = format!(
                 "duplicate bar {} {} {} (first at {})",
                 bar.symbol,
                 bar.timeframe,
                 crate::model::format_ts(&bar.ts),
-                sources[*first as usize].place(*first_at),
+                sources[first as usize].place(first_at),
             );
-            return Err(sources[*source as usize].error(*at, message));
+            return Err(sources[source as usize].error(place, message));
         }
-        Ok(keyed
-            .into_iter()
-            .filter(|(_, (_, _, i))| *i >= from)
-            .map(|(bar, _)| bar)
-            .collect())
+        Ok(())
     }
 }
 

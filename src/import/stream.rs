@@ -34,26 +34,20 @@ pub(super) enum Item {
     Bars(Chunk),
 }
 
-/// The bars of one chunk, in key order, each beside the line (or row) it was read from.
+/// The bars of one chunk in key order, each beside the line (or row) it was read from.
 #[derive(Debug)]
 pub(super) struct Chunk {
-    pub(super) bars: Vec<Bar>,
-    pub(super) at: Vec<u64>,
+    pub(super) rows: Vec<(Bar, u64)>,
     /// Every bar's key is greater than the one before: no bar is in the chunk twice.
     pub(super) increasing: bool,
 }
 
 impl Chunk {
-    /// Sorts `bars` into key order (a chunk of a file already in that order costs a scan).
-    fn new(mut bars: Vec<(Bar, u64)>) -> Chunk {
-        bars.sort_unstable_by(key_order);
-        let increasing = bars.windows(2).all(|w| key(&w[0].0) < key(&w[1].0));
-        let (bars, at) = bars.into_iter().unzip();
-        Chunk {
-            bars,
-            at,
-            increasing,
-        }
+    /// Sorts `rows` into key order (a chunk of a file already in that order costs a scan).
+    fn new(mut rows: Vec<(Bar, u64)>) -> Chunk {
+        rows.sort_unstable_by(key_order);
+        let increasing = rows.windows(2).all(|w| key(&w[0].0) < key(&w[1].0));
+        Chunk { rows, increasing }
     }
 }
 
