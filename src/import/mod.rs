@@ -125,12 +125,14 @@ const WRITE_BATCH: usize = 50_000;
 /// Reads, checks and writes every file in one transaction.
 ///
 /// The files are parsed in chunks on several threads while the bars are written: a chunk whose
-/// bars all come after those written so far (a file in key order, as a file per symbol or a
-/// market file listing ticker after ticker) is written as soon as it is parsed; from the first
-/// chunk that is not, the rest is kept, sorted and written once every file is read (a market
-/// file listing every ticker each minute scatters the writes over the primary key otherwise:
-/// 1M bars of 2,000 symbols into SQLite took 14.3 s in file order, 7.1 s sorted). Nothing is
-/// committed unless every row of every file is good and no bar is given twice.
+/// bars all come after those before it (a file in key order, as a file per symbol or a market
+/// file listing ticker after ticker) is written once the next chunk is seen to follow it, while
+/// later chunks are parsed. From the first chunk that does not, the rest is kept; once every
+/// file is read, its sorted chunks are merged in key order on a thread of their own while the
+/// merged batches are written (a market file listing every ticker each minute scatters the
+/// writes over the primary key otherwise: 1M bars of 2,000 symbols into SQLite took 14.3 s in
+/// file order, 7.1 s sorted). Nothing is committed unless every row of every file is good and
+/// no bar is given twice.
 pub async fn import_files(
     store: &Store,
     paths: &[PathBuf],
@@ -145,51 +147,37 @@ pub async fn import_files(
     let mut items = stream::spawn(paths.to_vec(), options.clone(), shown.clone());
     let mut parsed = Parsed::default();
     let mut files: Vec<FileReport> = Vec::new();
-    // A chunk is written once the next one is seen to follow it (or the files end), so a file
-    // not in key order writes nothing before it is sorted: a first chunk written early makes the
-    // sorted rest insert into the middle of every symbol's rows (1M bars of 2,564 symbols into
-    // SQLite: 1.2 s of writing instead of 0.85 s).
-    let mut streamed = Streamed::new(options.on_conflict);
+    let mut writing = Writing::new(options.on_conflict);
+    // The bars before `written` are written, in key order. A chunk is written once the next
+    // one is seen to follow it (or the files end), so a file not in key order writes nothing
+    // before it is sorted: a first chunk written early makes the sorted rest insert into the
+    // middle of every symbol's rows (1M bars of 2,564 symbols into SQLite: 1.2 s of writing
+    // instead of 0.85 s).
+    let (mut written, mut in_order) = (0, true);
     while let Some(item) = items.next().await? {
         if let Some((from, follows)) = parsed.take(item, &mut files) {
-            streamed.in_order &= follows;
-            streamed.write(store, &parsed.bars[..from]).await;
+            in_order &= follows;
+            if in_order && from > written && writing.write(store, &parsed.bars[written..from]).await
+            {
+                written = from;
+            }
         }
     }
-    streamed.write(store, &parsed.bars).await;
+    let all = parsed.bars.len();
+    if in_order && all > written && writing.write(store, &parsed.bars[written..]).await {
+        written = all;
+    }
     shown.finish_and_clear();
     let read = started.elapsed();
-    let Streamed {
-        writer,
-        written,
-        mut error,
-        ..
-    } = streamed;
-    let bars = parsed.bars.len();
     // The rest is merged in key order on a thread of its own while its first batches are
     // written: the merge (0.2 s for 1M bars in 50 chunks) hides behind the write.
     let (batches, mut merged) = tokio::sync::mpsc::channel::<Vec<Bar>>(4);
     let merging = tokio::task::spawn_blocking(move || {
         parsed.merge(written, |batch| batches.blocking_send(batch).is_ok())
     });
-    let mut writer = match (writer, &error) {
-        (Some(writer), _) => Some(writer),
-        (None, Some(_)) => None,
-        (None, None) => match store.writer(options.on_conflict).await {
-            Ok(writer) => Some(writer),
-            Err(e) => {
-                error = Some(e);
-                None
-            }
-        },
-    };
-    let shown = progress::rows((bars - written) as u64, "writing");
+    let shown = progress::rows((all - written) as u64, "writing");
     while let Some(batch) = merged.recv().await {
-        if let (Some(w), None) = (&mut writer, &error)
-            && let Err(e) = w.write(&batch).await
-        {
-            error = Some(e);
-        }
+        writing.write(store, &batch).await;
         shown.inc(batch.len() as u64);
     }
     // A bad row (returned above) or a bar given twice is the error to report before a failed
@@ -197,14 +185,10 @@ pub async fn import_files(
     merging
         .await
         .map_err(|_| Error::internal("the import's merge stopped"))??;
-    let write = match (writer, error) {
-        (_, Some(e)) => return Err(e),
-        (Some(writer), None) => writer.commit().await?,
-        (None, None) => return Err(Error::internal("an import without a writer")),
-    };
+    let write = writing.commit(store).await?;
     shown.finish_and_clear();
     tracing::debug!(
-        bars,
+        bars = all,
         written_while_reading = written,
         read_ms = read.as_millis() as u64,
         rest_ms = (started.elapsed() - read).as_millis() as u64,
@@ -233,47 +217,49 @@ pub async fn read_files(
     Ok((files, parsed))
 }
 
-/// The bars an import writes while it reads: a prefix of those read, in key order.
-struct Streamed {
+/// An import's one write transaction, begun with its first bars; a failed write ends the
+/// writing and is kept to be reported after any bad row or duplicate.
+struct Writing {
     policy: OnConflict,
-    /// Started with the first bars written.
     writer: Option<BarWriter>,
-    /// How many bars of those read are written.
-    written: usize,
-    /// Every chunk read so far follows the one before in key order.
-    in_order: bool,
-    /// A failed write ends the writing.
     error: Option<Error>,
 }
 
-impl Streamed {
+impl Writing {
     fn new(policy: OnConflict) -> Self {
-        Streamed {
+        Writing {
             policy,
             writer: None,
-            written: 0,
-            in_order: true,
             error: None,
         }
     }
 
-    /// Writes those of `read` (the first bars read) not yet written, while every chunk has
-    /// been in order and no write failed.
-    async fn write(&mut self, store: &Store, read: &[Bar]) {
-        if !self.in_order || self.error.is_some() || read.len() <= self.written {
-            return;
-        }
-        if self.writer.is_none() {
+    /// Writes `bars` unless a write failed before; true when they are written.
+    async fn write(&mut self, store: &Store, bars: &[Bar]) -> bool {
+        if self.error.is_none() && self.writer.is_none() {
             match store.writer(self.policy).await {
                 Ok(writer) => self.writer = Some(writer),
-                Err(e) => return self.error = Some(e),
-            }
-        }
-        if let Some(writer) = &mut self.writer {
-            match writer.write(&read[self.written..]).await {
-                Ok(()) => self.written = read.len(),
                 Err(e) => self.error = Some(e),
             }
+        }
+        let (Some(writer), None) = (&mut self.writer, &self.error) else {
+            return false;
+        };
+        match writer.write(bars).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Commits what was written (an import of no bars too), or gives the failed write's error.
+    async fn commit(self, store: &Store) -> Result<WriteReport> {
+        match (self.writer, self.error) {
+            (_, Some(e)) => Err(e),
+            (Some(writer), None) => writer.commit().await,
+            (None, None) => store.writer(self.policy).await?.commit().await,
         }
     }
 }
@@ -362,11 +348,6 @@ impl Parsed {
         &self.bars
     }
 
-    fn push(&mut self, bar: Bar, source: u32, at: u64) {
-        self.bars.push(bar);
-        self.at.push((source, at));
-    }
-
     /// Takes the pipeline's next item: a file begins (reported in `files`), or a chunk of it
     /// comes. For a chunk, returns the index of its first bar and whether it follows every bar
     /// before it in key order.
@@ -433,7 +414,7 @@ impl Parsed {
         /// place.
         #[derive(PartialEq, Eq, PartialOrd, Ord)]
         struct Head<'a> {
-            key: (&'a str, Timeframe, DateTime<Utc>),
+            key: stream::Key<'a>,
             index: usize,
             end: usize,
         }
@@ -504,11 +485,6 @@ impl Parsed {
         }
         Ok(())
     }
-}
-
-/// The order bars are written in, `(symbol, timeframe, ts)`, then where each was read.
-fn key_order<P: Ord>((a, a_at): &(Bar, P), (b, b_at): &(Bar, P)) -> std::cmp::Ordering {
-    (a.symbol.as_str(), a.timeframe, a.ts, a_at).cmp(&(b.symbol.as_str(), b.timeframe, b.ts, b_at))
 }
 
 /// Reads a Parquet file's bars through [`FrameReader`] (errors name the 0-based row).

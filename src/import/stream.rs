@@ -44,16 +44,24 @@ pub(super) struct Chunk {
 
 impl Chunk {
     /// Sorts `rows` into key order (a chunk of a file already in that order costs a scan).
-    fn new(mut rows: Vec<(Bar, u64)>) -> Chunk {
+    pub(super) fn new(mut rows: Vec<(Bar, u64)>) -> Chunk {
         rows.sort_unstable_by(key_order);
         let increasing = rows.windows(2).all(|w| key(&w[0].0) < key(&w[1].0));
         Chunk { rows, increasing }
     }
 }
 
-/// A bar's key in the order the writers store bars.
-pub(super) fn key(bar: &Bar) -> (&str, Timeframe, DateTime<Utc>) {
+/// A bar's key, in the order the writers store bars fastest.
+pub(super) type Key<'a> = (&'a str, Timeframe, DateTime<Utc>);
+
+/// The key of a bar.
+pub(super) fn key(bar: &Bar) -> Key<'_> {
     (bar.symbol.as_str(), bar.timeframe, bar.ts)
+}
+
+/// The order of bars by key, then by where each was read.
+fn key_order<P: Ord>((a, a_at): &(Bar, P), (b, b_at): &(Bar, P)) -> std::cmp::Ordering {
+    (key(a), a_at).cmp(&(key(b), b_at))
 }
 
 /// A message of the pipeline: its place in file order and what it says.

@@ -14,16 +14,18 @@ pub fn read_text(
 ) -> Result<Format> {
     let (format, start) = FileParser::start(path, text, options)?;
     if let Some(start) = start {
-        let mut bars =
-            start
-                .parser
-                .parse(&text[start.body_at..], start.body_line, &mut HashMap::new())?;
-        bars.sort_unstable_by(key_order);
-        let source = parsed.source(path, true, start.parser.ts_field());
-        parsed.runs.push(parsed.bars.len());
-        for (bar, line) in bars {
-            parsed.push(bar, source, line);
-        }
+        let parser = &start.parser;
+        let body = &text[start.body_at..];
+        let rows = parser.parse(body, start.body_line, &mut HashMap::new())?;
+        let file = stream::Item::File {
+            path: path.into(),
+            format,
+            lines: true,
+            ts_field: parser.ts_field().into(),
+        };
+        let mut files = Vec::new();
+        parsed.take(file, &mut files);
+        parsed.take(stream::Item::Bars(stream::Chunk::new(rows)), &mut files);
     }
     Ok(format)
 }
