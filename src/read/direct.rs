@@ -1,25 +1,35 @@
-//! Small series reads decoded straight from the open files with the Parquet crate's reader,
-//! without a DataFusion plan.
+//! Series reads decoded straight from the open files with the Parquet crate's reader, without
+//! a DataFusion plan.
 //!
-//! A warmup read takes a few hundred rows from each of a few files. Through a DataFusion
-//! Parquet scan every file costs its own opener (schema adaptation, pruning predicates, a row
-//! filter, an async reader): about 0.25 ms each, measured on W1 over eight files (see the
-//! README). Here each file costs a row selection, built from the `ts` page index already
-//! parsed for planning, and a synchronous decode of the pages it selects from the mapping.
-//! [`Cut`](super::stream::Cut) then trims the rows exactly, as it does behind a scan.
+//! Through a DataFusion Parquet scan every file costs its own opener (schema adaptation,
+//! pruning predicates, a row filter, an async reader): about 0.25 ms each, measured on W1 over
+//! eight files (see the README), which a one-symbol year of twelve month files paid twelve
+//! times. Here each file costs a row selection, built from the `ts` page index already parsed
+//! for planning, and a synchronous decode of the pages it selects from the mapping; a window
+//! that starts or ends inside a page decodes `ts` first and the other columns only for the
+//! rows within. Small reads decode file after file on the calling task; large ones several
+//! files at once on blocking threads, delivered in order. [`Cut`](super::stream::Cut) then
+//! trims the rows exactly, as it does behind a scan.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
+use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
-    RowSelector,
+    ArrowPredicateFn, ArrowReaderMetadata, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowFilter, RowSelection, RowSelector,
 };
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::files::{OpenFile, Shared};
 use crate::error::{Context, Result};
+
+/// Index of `ts` among the cache's columns.
+const TS: usize = 2;
 
 /// One file of a direct read, its footer as the cache's schema, and the rows of it to decode
 /// (`None`: all of them).
@@ -27,6 +37,8 @@ pub(super) struct DirectFile {
     file: Arc<OpenFile>,
     metadata: ArrowReaderMetadata,
     selection: Option<RowSelection>,
+    /// The `ts` bounds rows must be within, when a selected page also holds rows outside them.
+    bounds: Option<(i64, i64)>,
 }
 
 /// The files of a series read in `ts` order, each with the pages that can hold a row of
@@ -41,10 +53,12 @@ pub(super) fn plan(files: Vec<Arc<OpenFile>>, lo: i64, hi: i64) -> Result<Option
         let pages = file.ts_pages()?;
         let mut selectors: Vec<RowSelector> = Vec::with_capacity(pages.len());
         let mut all = true;
+        let mut partial = false;
         for page in pages {
             let rows = page.rows as usize;
             let wanted = page.max >= lo && page.min <= hi;
             all &= wanted;
+            partial |= wanted && (page.min < lo || page.max > hi);
             match selectors.last_mut() {
                 Some(last) if last.skip != wanted => last.row_count += rows,
                 _ => selectors.push(if wanted {
@@ -58,12 +72,14 @@ pub(super) fn plan(files: Vec<Arc<OpenFile>>, lo: i64, hi: i64) -> Result<Option
             file,
             metadata,
             selection: (!all).then(|| RowSelection::from(selectors)),
+            bounds: partial.then_some((lo, hi)),
         });
     }
     Ok(Some(out))
 }
 
-/// The selected rows of `files`, file after file, in batches of at most `batch_size` rows.
+/// The selected rows of `files`, file after file, in batches of at most `batch_size` rows,
+/// decoded on the calling task.
 pub(super) fn decode(
     files: Vec<DirectFile>,
     batch_size: usize,
@@ -78,6 +94,33 @@ pub(super) fn decode(
         .boxed()
 }
 
+/// [`decode`] with up to `ahead` files decoded at once on blocking threads, delivered in
+/// order: a large read uses every core, and holds at most `ahead` decoded files.
+pub(super) fn decode_parallel(
+    files: Vec<DirectFile>,
+    batch_size: usize,
+    ahead: usize,
+) -> BoxStream<'static, datafusion::error::Result<RecordBatch>> {
+    stream::iter(files)
+        .map(move |f| async move {
+            let decoded = tokio::task::spawn_blocking(move || -> Result<Vec<RecordBatch>> {
+                let path = f.file.path().to_path_buf();
+                reader(f, batch_size)?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .context(|| format!("decoding {}", path.display()))
+            })
+            .await;
+            match decoded {
+                Ok(Ok(batches)) => batches.into_iter().map(Ok).collect(),
+                Ok(Err(e)) => vec![Err(DataFusionError::External(Box::new(e)))],
+                Err(e) => vec![Err(DataFusionError::External(Box::new(e)))],
+            }
+        })
+        .buffered(ahead.max(1))
+        .flat_map(stream::iter)
+        .boxed()
+}
+
 fn reader(f: DirectFile, batch_size: usize) -> Result<ParquetRecordBatchReader> {
     let path = || format!("decoding {}", f.file.path().display());
     let mut builder =
@@ -85,6 +128,24 @@ fn reader(f: DirectFile, batch_size: usize) -> Result<ParquetRecordBatchReader> 
             .with_batch_size(batch_size);
     if let Some(selection) = f.selection {
         builder = builder.with_row_selection(selection);
+    }
+    if let Some((lo, hi)) = f.bounds {
+        // Pages at the ends of the window also hold rows outside it: `ts` is decoded first
+        // and only the rows within are decoded in the other columns (a day of a month file
+        // decodes its ~400 rows, not the 2,048 of each page it touches).
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [TS]);
+        let within = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+            let ts = batch
+                .column(0)
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(|| ArrowError::SchemaError("ts is not a timestamp".into()))?
+                .values();
+            Ok(BooleanArray::new(
+                BooleanBuffer::collect_bool(ts.len(), |i| ts[i] >= lo && ts[i] <= hi),
+                None,
+            ))
+        });
+        builder = builder.with_row_filter(RowFilter::new(vec![Box::new(within)]));
     }
     builder.build().context(path)
 }

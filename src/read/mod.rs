@@ -42,61 +42,48 @@
 //!
 //! Range reads need no SQL planning: the warmup's first page and the limit's last page are
 //! found from the page index of `ts`, so a read decodes the pages holding its bars and little
-//! else. A small read decodes those pages with the Parquet crate's reader, file after file; a
-//! large one goes to a DataFusion Parquet scan that decodes its files on every core.
+//! else, with the Parquet crate's reader: a small read file after file, a large one several
+//! files at once on every core. Merged reads decode each series on a task of its own and merge
+//! them by `ts` (see `merge`).
 
 mod direct;
 mod files;
 pub(crate) mod filter;
+mod merge;
 mod plan;
 mod request;
 mod stream;
 mod table;
 mod versions;
 
-use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{
-    Array, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::config::TableParquetOptions;
-use datafusion::execution::memory_pool::MemoryConsumer;
-use datafusion::logical_expr::Operator;
-use datafusion::physical_expr::expressions::{
-    BinaryExpr, col as physical_col, lit as physical_lit,
-};
-use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
-use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
-use futures_util::stream::{BoxStream, Stream, StreamExt};
+use futures_util::stream::StreamExt;
 
 pub use files::{FileCache, FileCacheStats, OpenFile, TsPage};
 pub use request::{Bars, BarsRequest, decode_bars};
 pub use stream::BarStream;
-use stream::{Cut, require_some_range};
+use stream::require_some_range;
 pub use table::CacheTable;
 pub use versions::{LoadedVersion, Versions};
 
-use crate::cache::{AsOf, Cache, DataFile, TABLE, schema};
+use crate::cache::{AsOf, Cache, TABLE, schema};
 use crate::config::{Config, IoMode, ReadConfig};
 use crate::error::{Error, Result};
-use crate::model::{Bar, Symbol, Timeframe, decimal_from_fixed8, format_ts, ts_from_micros};
+use crate::model::{Symbol, Timeframe, format_ts, ts_from_micros};
 
 /// Index of `ts` among the cache's columns.
 const TS: usize = 2;
-/// Above this many rows a read decodes its files on every core, in order, through a
-/// DataFusion scan; up to it, with the Parquet crate's reader on the calling task.
+/// Above this many rows a read decodes its files on every core, delivered in order; up to it,
+/// file after file on the calling task (a thread hand-off costs more than a small read).
 const PARALLEL_ROWS: u64 = 32_768;
 
 /// How a [`Reader`] reads (the `[read]` section of the configuration).
@@ -194,8 +181,12 @@ struct SeriesWindow {
 enum SeriesSource {
     /// A DataFusion Parquet scan (large reads, decoded on every core; files of other types).
     Plan(Arc<dyn ExecutionPlan>),
-    /// The Parquet crate's reader on each file in turn (small reads).
-    Direct(Vec<direct::DirectFile>),
+    /// The Parquet crate's reader on the cache's own files: file after file on the calling
+    /// task, or `parallel`, several files at once on blocking threads.
+    Direct {
+        files: Vec<direct::DirectFile>,
+        parallel: bool,
+    },
 }
 
 impl Reader {
@@ -355,24 +346,16 @@ impl Reader {
         let merged = if streams.len() == 1 {
             streams.remove(0)
         } else {
-            let table = schema();
-            let order = LexOrdering::new(
-                ["ts", "symbol", "timeframe"]
-                    .into_iter()
-                    .map(|c| Ok(PhysicalSortExpr::new_default(physical_col(c, &table)?)))
-                    .collect::<Result<Vec<_>>>()?,
-            )
-            .ok_or_else(|| Error::internal("an ordering has columns"))?;
-            let task = self.inner.ctx.task_ctx();
-            let metrics = ExecutionPlanMetricsSet::new();
-            StreamingMergeBuilder::new()
-                .with_streams(streams)
-                .with_schema(table)
-                .with_expressions(&order)
-                .with_metrics(BaselineMetrics::new(&metrics, 0))
-                .with_batch_size(task.session_config().batch_size())
-                .with_reservation(MemoryConsumer::new("quiver merge").register(task.memory_pool()))
-                .build()?
+            // Each series decodes ahead on its own task, so the merge waits on none of them
+            // and the series decode on every core.
+            let inputs = streams.into_iter().map(|s| prefetch(s, 2)).collect();
+            let batch_size = self.inner.ctx.task_ctx().session_config().batch_size();
+            Box::pin(merge::Merge::new(
+                schema(),
+                inputs,
+                series_ranks(requests),
+                batch_size,
+            ))
         };
         let checked = require_some_range(merged, start, wanted > 0, range_of);
         Ok(BarStream::new(checked, start, self.clone(), started))
@@ -419,6 +402,44 @@ pub(crate) fn log_query(
         (false, None) => tracing::debug!(elapsed_ms = ms, rows, "bars query"),
     }
     slow
+}
+
+/// Each request's place in `(symbol, timeframe)` order, the order of a merged read's rows of
+/// equal `ts`; the same series asked twice has one rank.
+fn series_ranks(requests: &[BarsRequest]) -> Vec<u32> {
+    let keys: Vec<(&str, String)> = requests
+        .iter()
+        .map(|r| (r.symbol.as_str(), r.timeframe.to_string()))
+        .collect();
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    let mut ranks = vec![0u32; keys.len()];
+    let mut rank = 0u32;
+    for (i, pair) in order.windows(2).enumerate() {
+        if keys[pair[0]] != keys[pair[1]] {
+            rank = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        }
+        ranks[pair[1]] = rank;
+    }
+    ranks
+}
+
+/// `input` run on a task of its own, up to `ahead` batches ahead of its consumer; the task
+/// stops when the consumer drops the stream.
+fn prefetch(mut input: SendableRecordBatchStream, ahead: usize) -> SendableRecordBatchStream {
+    let schema = input.schema();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(ahead.max(1));
+    tokio::spawn(async move {
+        while let Some(batch) = input.next().await {
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)),
+    ))
 }
 
 fn empty_range(request: &BarsRequest, (first, last): (i64, i64)) -> Error {

@@ -2,7 +2,28 @@
 //! statistics and the page index of `ts`, then the scan run with its rows cut to the warmup
 //! and the range.
 
-use super::*;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, col as physical_col, lit as physical_lit,
+};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures_util::stream::{BoxStream, StreamExt};
+
+use super::stream::Cut;
+use super::{
+    LoadedVersion, PARALLEL_ROWS, Reader, SeriesScan, SeriesSource, SeriesWindow, direct,
+    empty_range, table, ts_literal,
+};
+use crate::cache::{DataFile, schema};
+use crate::error::{Error, Result};
+use crate::model::{Symbol, Timeframe};
+use crate::read::BarsRequest;
 
 impl Reader {
     pub(super) fn series_entries<'s>(
@@ -103,11 +124,13 @@ impl Reader {
                 first_last,
             },
         };
-        if rows <= PARALLEL_ROWS {
-            let opened = needed.iter().map(|p| open(p)).collect::<Result<Vec<_>>>()?;
-            if let Some(direct) = direct::plan(opened, lo, hi)? {
-                return Ok(scan(SeriesSource::Direct(direct)));
-            }
+        // Files of the cache's own types are decoded with the Parquet crate's reader, in
+        // parallel when large; others (another writer's types) go through a DataFusion scan,
+        // which adapts them.
+        let opened = needed.iter().map(|p| open(p)).collect::<Result<Vec<_>>>()?;
+        if let Some(files) = direct::plan(opened, lo, hi)? {
+            let parallel = rows > PARALLEL_ROWS && files.len() > 1;
+            return Ok(scan(SeriesSource::Direct { files, parallel }));
         }
         let table = schema();
         let ts = physical_col("ts", &table)?;
@@ -154,8 +177,17 @@ impl Reader {
         let SeriesScan { source, window } = scan;
         let plan = match source {
             SeriesSource::Plan(plan) => plan,
-            SeriesSource::Direct(files) => {
-                let input = direct::decode(files, task.session_config().batch_size());
+            SeriesSource::Direct { files, parallel } => {
+                let batch_size = task.session_config().batch_size();
+                let input = if parallel {
+                    // A collected read decodes a file more than there are cores, so a core
+                    // never waits for the next file; a stream holds at most one per core.
+                    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                    let ahead = if whole { cores + 1 } else { cores };
+                    direct::decode_parallel(files, batch_size, ahead)
+                } else {
+                    direct::decode(files, batch_size)
+                };
                 return Ok(cut(input, window, require_range));
             }
         };

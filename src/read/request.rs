@@ -1,7 +1,15 @@
 //! What a range read asks for ([`BarsRequest`]) and what it returns ([`Bars`]), with the
 //! decoding of the cache's batches into typed bars.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{
+    Array, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+
+use super::TS;
+use crate::cache::AsOf;
+use crate::error::{Error, Result};
+use crate::model::{Bar, Symbol, Timeframe, decimal_from_fixed8, format_ts, ts_from_micros};
 
 /// A range read: bars of one series from `start` to `end` (inclusive), after `warmup` bars
 /// immediately before the first bar of the range.

@@ -1,7 +1,21 @@
 //! The stream a read returns: the cut of a series' ordered batches to the warmup and the
 //! range ([`Cut`]), the check that a merged read found something, and [`BarStream`].
 
-use super::*;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use datafusion::arrow::array::{RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+
+use super::{Bars, BarsRequest, Reader, TS, decode_bars, empty_range};
+use crate::cache::schema;
+use crate::error::{Error, Result};
+use crate::model::Bar;
 
 /// Fails a merged stream at its end when no series had a bar in range.
 pub(super) fn require_some_range(

@@ -19,6 +19,7 @@ use crate::sync::syncer;
 both!(
     warmup_reads_are_exact_across_partitions_and_years,
     streams_merges_and_latest_agree_with_the_table,
+    universe_replays_and_large_reads_are_exact,
     errors_are_typed,
     a_reader_follows_publications_and_keeps_its_snapshot,
     a_one_week_read_opens_only_the_files_and_row_groups_it_needs,
@@ -206,6 +207,155 @@ async fn streams_merges_and_latest_agree_with_the_table(db: TestDb) {
     // Latest.
     let latest = reader.latest(&sym("SYM003"), tf("1m")).await.unwrap();
     assert_eq!(latest.to_bars().unwrap(), vec![all.last().unwrap().clone()]);
+}
+
+/// The bars a request asks for, from the table: `warmup` before `start`, then the range up
+/// to `limit`.
+fn expected_of(all: &[Bar], request: &BarsRequest) -> Vec<Bar> {
+    let start = request.start.unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let end = request.end.unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let s = all.partition_point(|b| b.ts < start);
+    let e = all.partition_point(|b| b.ts <= end).max(s);
+    let e = e.min(s.saturating_add(request.limit.unwrap_or(usize::MAX)));
+    all[s.saturating_sub(request.warmup)..e].to_vec()
+}
+
+async fn universe_replays_and_large_reads_are_exact(db: TestDb) {
+    // 16 symbols over 25 trading days (January into February), one with a gap of two days
+    // and one that only starts on February 1st: month files, day windows inside them.
+    let bars = generated(16, 25, "1m", 11);
+    let gap = (
+        Utc.with_ymd_and_hms(2024, 1, 10, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2024, 1, 12, 0, 0, 0).unwrap(),
+    );
+    let february = Utc.with_ymd_and_hms(2024, 2, 1, 0, 0, 0).unwrap();
+    let kept: Vec<Bar> = bars
+        .into_iter()
+        .filter(|b| !(b.symbol.as_str() == "SYM004" && b.ts >= gap.0 && b.ts < gap.1))
+        .filter(|b| !(b.symbol.as_str() == "SYM009" && b.ts < february))
+        .collect();
+    db.store
+        .insert_bars(&kept, OnConflict::Error)
+        .await
+        .unwrap();
+    syncer(&db).pass(false).await.unwrap();
+    let reader = reader(&db);
+    let names: Vec<String> = (1..=16).map(|i| format!("SYM{i:03}")).collect();
+    let mut table = Vec::new();
+    for name in &names {
+        table.push(series(&db, name, "1m").await);
+    }
+    let at = |d: u32, h: u32, m: u32| Utc.with_ymd_and_hms(2024, 1, d, h, m, 0).unwrap();
+
+    let day = |d: u32| (at(d, 0, 0), at(d, 23, 59) + Duration::seconds(59));
+    let cases: Vec<(&str, Vec<BarsRequest>)> = vec![
+        // A day of every series, no warmup: windows that start and end inside pages; SYM004
+        // has nothing that day and SYM009 nothing yet.
+        (
+            "a day",
+            names
+                .iter()
+                .map(|n| {
+                    BarsRequest::new(sym(n), tf("1m"))
+                        .with_start(day(10).0)
+                        .with_end(day(10).1)
+                })
+                .collect(),
+        ),
+        // A week across the month boundary from mid-session, each series with a warmup and
+        // some with a limit, in no particular order, one series asked twice.
+        (
+            "a week with warmups",
+            names
+                .iter()
+                .rev()
+                .chain(std::iter::once(&names[2]))
+                .enumerate()
+                .map(|(i, n)| {
+                    let r = BarsRequest::new(sym(n), tf("1m"))
+                        .with_start(at(29, 15, 7))
+                        .with_end(Utc.with_ymd_and_hms(2024, 2, 2, 18, 3, 0).unwrap())
+                        .with_warmup(i * 37);
+                    if i % 3 == 0 {
+                        r.with_limit(500 + i * 11)
+                    } else {
+                        r
+                    }
+                })
+                .collect(),
+        ),
+    ];
+    for (what, requests) in cases {
+        let mut expected: Vec<Bar> = Vec::new();
+        for r in &requests {
+            let i = names.iter().position(|n| n == r.symbol.as_str()).unwrap();
+            expected.extend(expected_of(&table[i], r));
+        }
+        // Equal ts: by symbol; the same series asked twice: both, side by side.
+        expected.sort_by(|a, b| (a.ts, &a.symbol).cmp(&(b.ts, &b.symbol)));
+        let merged = reader.bars_merged(&requests).await.unwrap();
+        assert_eq!(merged.to_bars().unwrap(), expected, "{what}: collected");
+        let mut stream = reader.stream_merged(&requests).await.unwrap();
+        let mut streamed = Vec::new();
+        let mut batches = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.unwrap();
+            assert!(batch.num_rows() <= 8192, "{what}: batches are bounded");
+            batches += 1;
+            quiver::read::decode_bars(&batch, &mut streamed).unwrap();
+        }
+        if expected.len() > 8192 {
+            assert!(batches > 1, "{what}: the merge streams in pieces");
+        }
+        assert_eq!(streamed, expected, "{what}: streamed");
+    }
+
+    // One series' large reads (over the parallel decoding threshold, several files), with
+    // windows cut inside pages, warmups across the month boundary and limits, collected and
+    // streamed, through memory maps and plain reads.
+    let plain = Reader::with_options(
+        Cache::new(&db.config.cache.dir),
+        ReadOptions {
+            io: IoMode::Pread,
+            ..ReadOptions::default()
+        },
+    )
+    .unwrap();
+    let one = &table[0];
+    let requests = [
+        BarsRequest::new(sym("SYM001"), tf("1m")),
+        BarsRequest::new(sym("SYM001"), tf("1m"))
+            .with_start(at(3, 16, 1))
+            .with_end(Utc.with_ymd_and_hms(2024, 2, 1, 20, 11, 0).unwrap()),
+        BarsRequest::new(sym("SYM001"), tf("1m"))
+            .with_start(Utc.with_ymd_and_hms(2024, 2, 1, 14, 45, 0).unwrap())
+            .with_warmup(9000),
+        BarsRequest::new(sym("SYM001"), tf("1m"))
+            .with_start(at(2, 14, 31))
+            .with_warmup(1)
+            .with_limit(9000),
+    ];
+    for request in &requests {
+        let expected = expected_of(one, request);
+        assert!(expected.len() > 8192, "{request:?} is a large read");
+        for r in [&reader, &plain] {
+            let got = r.bars(request).await.unwrap();
+            let before = request
+                .start
+                .map_or(0, |start| one.partition_point(|b| b.ts < start));
+            assert_eq!(got.warmup, request.warmup.min(before), "{request:?}");
+            assert_eq!(got.to_bars().unwrap(), expected, "{request:?}");
+            let streamed: Vec<Bar> = r
+                .stream(request)
+                .await
+                .unwrap()
+                .into_bars()
+                .map(|b| b.unwrap())
+                .collect()
+                .await;
+            assert_eq!(streamed, expected, "{request:?} streamed");
+        }
+    }
 }
 
 async fn errors_are_typed(db: TestDb) {
