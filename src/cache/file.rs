@@ -1,5 +1,6 @@
 //! One partition as a Parquet file: the eight columns of DESIGN.md §1, sorted by `ts`,
-//! `Decimal128(28, 8)` prices, LZ4, page-level statistics and the page index.
+//! `Decimal128(28, 8)` prices, `ts` delta-encoded, LZ4, page-level statistics and the page
+//! index.
 
 use std::fs::File;
 use std::path::Path;
@@ -11,7 +12,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::basic::Compression;
+use datafusion::parquet::basic::{Compression, Encoding};
 use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
@@ -123,6 +124,10 @@ fn writer_properties() -> WriterProperties {
         // `ts` is unique within a file: its dictionary only added a page to decompress per
         // read (W1 0.63 -> 0.60 ms, W7 ~2,000 -> ~2,100 queries/s; files 156 -> 149 MB).
         .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
+        // Bars are evenly spaced, so `ts` deltas pack into almost nothing: a symbol-year 18%
+        // smaller, its decode 6% and a day's read out of a month file 22% faster than PLAIN
+        // (`cargo bench --bench file_format`, which also measured what was not taken).
+        .set_column_encoding(ColumnPath::from("ts"), Encoding::DELTA_BINARY_PACKED)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_write_batch_size(PAGE_ROWS)
