@@ -3,7 +3,7 @@
 //! bars of `generate --seed 42`) written with each candidate's writer settings, then
 //! - bytes on disk,
 //! - W2's decode: all twelve files with the Parquet crate's reader on one thread, into the
-//!   cache's Arrow schema (exact Decimal128 prices),
+//!   cache's Arrow schema (exact Decimal128 prices), and on a thread per core,
 //! - a universe read's share: one day (390 bars) out of a month file, with the page index
 //!   selecting its pages and a `ts` row filter, as the reader does.
 //!
@@ -250,8 +250,8 @@ fn main() {
         months.len()
     );
     println!(
-        "{:<40} {:>10} {:>14} {:>14} {:>16}",
-        "writer settings", "bytes", "W2 decode", "rows/s", "one day of June"
+        "{:<40} {:>10} {:>14} {:>14} {:>16} {:>16}",
+        "writer settings", "bytes", "W2 decode", "rows/s", "W2, every core", "one day of June"
     );
     for (name, props) in variants() {
         let files: Vec<Bytes> = months.iter().map(|b| encode(b, &props)).collect();
@@ -268,12 +268,39 @@ fn main() {
             31,
         );
         assert_eq!(n, rows);
+        // The same on every core: files handed out one at a time to a thread per core.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (w2_cores, n) = median(
+            || {
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                std::thread::scope(|scope| {
+                    let workers: Vec<_> = (0..cores)
+                        .map(|_| {
+                            scope.spawn(|| {
+                                let mut rows = 0;
+                                loop {
+                                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    let (Some(f), Some(m)) = (files.get(i), metas.get(i)) else {
+                                        return rows;
+                                    };
+                                    rows += decode_all(f, m);
+                                }
+                            })
+                        })
+                        .collect();
+                    workers.into_iter().map(|w| w.join().expect("worker")).sum()
+                })
+            },
+            31,
+        );
+        assert_eq!(n, rows);
         let (day, n) = median(|| decode_window(&files[june], &metas[june], lo, hi), 201);
         assert_eq!(n, 390);
         println!(
-            "{name:<40} {bytes:>10} {:>11.2} ms {:>12.1}M {:>13.1} µs",
+            "{name:<40} {bytes:>10} {:>11.2} ms {:>12.1}M {:>13.2} ms {:>13.1} µs",
             w2.as_secs_f64() * 1e3,
             rows as f64 / w2.as_secs_f64() / 1e6,
+            w2_cores.as_secs_f64() * 1e3,
             day.as_secs_f64() * 1e6
         );
     }

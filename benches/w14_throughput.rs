@@ -14,7 +14,8 @@
 //! beat: the data has to be written into memory at least once).
 //!
 //! `cargo bench --bench w14_throughput` (`QUIVER_BENCH_PYTHON=0` skips the other tools;
-//! `QUIVER_W14_RUNS`, default 20, sets the runs per workload).
+//! `QUIVER_W14_RUNS`, default 20, sets the runs per workload; `QUIVER_W14_ONLY=w2,day` runs
+//! only those of `w1,w2,day,week,day50,w3`).
 
 mod common;
 
@@ -168,6 +169,12 @@ fn report(name: &str, (median, out): (Duration, Output), bandwidth: f64) {
     );
 }
 
+/// Whether the workload `name` runs: all of them, unless `QUIVER_W14_ONLY` lists some
+/// (`w1,w2,day,week,day50,w3`).
+fn wanted(name: &str) -> bool {
+    std::env::var("QUIVER_W14_ONLY").map_or(true, |only| only.split(',').any(|w| w.trim() == name))
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken.
     let runs: usize = std::env::var("QUIVER_W14_RUNS")
@@ -176,12 +183,18 @@ fn main() {
         .unwrap_or(20);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (design, universe) = rt.block_on(async {
-        let design = common::dataset("sqlite").await;
-        let universe = universe().await;
-        (
+        let (design, universe) = (common::dataset("sqlite").await, universe().await);
+        let caches = (
             cache_of(&design, "cache-sqlite").await,
             cache_of(&universe, "cache-universe").await,
-        )
+        );
+        // The databases are not read from here on: their pools' threads go.
+        for store in [&design, &universe] {
+            if let Some(pool) = store.sqlite_pool() {
+                pool.close().await;
+            }
+        }
+        caches
     });
     let bandwidth = copy_bandwidth();
     println!(
@@ -201,21 +214,27 @@ fn main() {
         .with_warmup(200)
         .with_limit(1000);
     rt.block_on(async {
-        let m = measure(runs * 10, || async {
-            Output::of(&reader.bars(&w1).await.expect("w1").batches)
-        })
-        .await;
-        assert_eq!(m.1.rows, 1200);
-        report("W1 200 warmup + 1000 bars", m, bandwidth);
-
-        let m = measure(runs, || async {
-            Output::of(&reader.bars(&w2).await.expect("w2").batches)
-        })
-        .await;
-        assert_eq!(m.1.rows, 98_280);
-        report("W2 one symbol-year", m, bandwidth);
+        if wanted("w1") {
+            let m = measure(runs * 10, || async {
+                Output::of(&reader.bars(&w1).await.expect("w1").batches)
+            })
+            .await;
+            assert_eq!(m.1.rows, 1200);
+            report("W1 200 warmup + 1000 bars", m, bandwidth);
+        }
+        if wanted("w2") {
+            let m = measure(runs, || async {
+                Output::of(&reader.bars(&w2).await.expect("w2").batches)
+            })
+            .await;
+            assert_eq!(m.1.rows, 98_280);
+            report("W2 one symbol-year", m, bandwidth);
+        }
 
         for (label, window, rows) in [("day", DAY, 195_000), ("week", WEEK, 975_000)] {
+            if !wanted(label) {
+                continue;
+            }
             let all = requests(500, window);
             let m = measure(runs, || async {
                 Output::of(&wide.bars_merged(&all).await.expect("merged").batches)
@@ -247,13 +266,17 @@ fn main() {
             assert_eq!(m.1.rows, rows);
             report(&format!("universe {label}, 500 streamed"), m, bandwidth);
         }
-        let fifty = requests(50, DAY);
-        let m = measure(runs, || async {
-            Output::of(&wide.bars_merged(&fifty).await.expect("merged").batches)
-        })
-        .await;
-        report("universe day, 50 merged", m, bandwidth);
-
+        if wanted("day50") {
+            let fifty = requests(50, DAY);
+            let m = measure(runs, || async {
+                Output::of(&wide.bars_merged(&fifty).await.expect("merged").batches)
+            })
+            .await;
+            report("universe day, 50 merged", m, bandwidth);
+        }
+        if !wanted("w3") {
+            return;
+        }
         let m = measure(runs.min(10), || async {
             let batches = reader
                 .context()

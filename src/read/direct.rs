@@ -11,9 +11,9 @@
 //! files at once on blocking threads, delivered in order. [`Cut`](super::stream::Cut) then
 //! trims the rows exactly, as it does behind a scan.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::arrow::error::ArrowError;
@@ -36,6 +36,9 @@ const TS: usize = 2;
 pub(super) struct DirectFile {
     file: Arc<OpenFile>,
     metadata: ArrowReaderMetadata,
+    /// The series the file holds (a file is one partition of one series): its `symbol` and
+    /// `timeframe` columns are made from these instead of decoded.
+    series: Arc<Series>,
     selection: Option<RowSelection>,
     /// The `ts` bounds rows must be within, when a selected page also holds rows outside them.
     bounds: Option<(i64, i64)>,
@@ -44,16 +47,19 @@ pub(super) struct DirectFile {
 /// The files of a series read in `ts` order, each with the pages that can hold a row of
 /// `[lo, hi]` selected; `None` when a file's columns are not the cache's schema exactly (a
 /// file of another writer: the DataFusion scan adapts it instead).
-pub(super) fn plan(files: Vec<Arc<OpenFile>>, lo: i64, hi: i64) -> Result<Option<Vec<DirectFile>>> {
-    let mut out = Vec::with_capacity(files.len());
+pub(super) fn plan(
+    files: Vec<Arc<OpenFile>>,
+    (symbol, timeframe): (&str, &str),
+    (lo, hi): (i64, i64),
+) -> Result<Option<Vec<DirectFile>>> {
+    let mut planned = Vec::with_capacity(files.len());
     for file in files {
         let Some(metadata) = file.arrow_metadata()? else {
             return Ok(None);
         };
         let pages = file.ts_pages()?;
         let mut selectors: Vec<RowSelector> = Vec::with_capacity(pages.len());
-        let mut all = true;
-        let mut partial = false;
+        let (mut all, mut partial) = (true, false);
         for page in pages {
             let rows = page.rows as usize;
             let wanted = page.max >= lo && page.min <= hi;
@@ -68,14 +74,22 @@ pub(super) fn plan(files: Vec<Arc<OpenFile>>, lo: i64, hi: i64) -> Result<Option
                 }),
             }
         }
-        out.push(DirectFile {
-            file,
-            metadata,
-            selection: (!all).then(|| RowSelection::from(selectors)),
-            bounds: partial.then_some((lo, hi)),
-        });
+        let selection = (!all).then(|| RowSelection::from(selectors));
+        planned.push((file, metadata, selection, partial.then_some((lo, hi))));
     }
-    Ok(Some(out))
+    let series = Arc::new(Series::new(symbol, timeframe));
+    Ok(Some(
+        planned
+            .into_iter()
+            .map(|(file, metadata, selection, bounds)| DirectFile {
+                file,
+                metadata,
+                series: series.clone(),
+                selection,
+                bounds,
+            })
+            .collect(),
+    ))
 }
 
 /// The selected rows of `files`, file after file, in batches of at most `batch_size` rows,
@@ -85,8 +99,8 @@ pub(super) fn decode(
     batch_size: usize,
 ) -> BoxStream<'static, datafusion::error::Result<RecordBatch>> {
     stream::iter(files)
-        .flat_map(move |f| match reader(f, batch_size) {
-            Ok(reader) => stream::iter(reader.map(|b| b.map_err(DataFusionError::from))).boxed(),
+        .flat_map(move |f| match batches(f, batch_size) {
+            Ok(batches) => stream::iter(batches.map(|b| b.map_err(DataFusionError::from))).boxed(),
             Err(e) => {
                 stream::once(async move { Err(DataFusionError::External(Box::new(e))) }).boxed()
             }
@@ -105,7 +119,7 @@ pub(super) fn decode_parallel(
         .map(move |f| async move {
             let decoded = tokio::task::spawn_blocking(move || -> Result<Vec<RecordBatch>> {
                 let path = f.file.path().to_path_buf();
-                reader(f, batch_size)?
+                batches(f, batch_size)?
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .context(|| format!("decoding {}", path.display()))
             })
@@ -121,15 +135,78 @@ pub(super) fn decode_parallel(
         .boxed()
 }
 
-fn reader(f: DirectFile, batch_size: usize) -> Result<ParquetRecordBatchReader> {
-    let path = || format!("decoding {}", f.file.path().display());
+/// The `symbol` and `timeframe` columns of one series read's batches: one array of each, as
+/// long as the longest batch so far, shared by the read's files and sliced for each batch (no
+/// copy per batch).
+struct Series {
+    symbol: String,
+    timeframe: String,
+    columns: Mutex<Option<(StringArray, StringArray)>>,
+}
+
+impl Series {
+    fn new(symbol: &str, timeframe: &str) -> Series {
+        Series {
+            symbol: symbol.to_string(),
+            timeframe: timeframe.to_string(),
+            columns: Mutex::new(None),
+        }
+    }
+
+    fn columns(&self, rows: usize) -> (ArrayRef, ArrayRef) {
+        let mut columns = self.columns.lock().unwrap_or_else(PoisonError::into_inner);
+        let (symbol, timeframe) = match columns.take() {
+            Some((s, t)) if s.len() >= rows => (s, t),
+            _ => {
+                let repeat = |v: &str| StringArray::from_iter_values(std::iter::repeat_n(v, rows));
+                (repeat(&self.symbol), repeat(&self.timeframe))
+            }
+        };
+        let sliced: (ArrayRef, ArrayRef) = (
+            Arc::new(symbol.slice(0, rows)),
+            Arc::new(timeframe.slice(0, rows)),
+        );
+        *columns = Some((symbol, timeframe));
+        sliced
+    }
+}
+
+/// The selected rows of one file as batches of the cache's schema: `ts` and the five values
+/// decoded, `symbol` and `timeframe` made from the series.
+fn batches(
+    f: DirectFile,
+    batch_size: usize,
+) -> Result<impl Iterator<Item = std::result::Result<RecordBatch, ArrowError>>> {
+    let series = f.series;
+    let decoded = reader(f.file, f.metadata, f.selection, f.bounds, batch_size)?;
+    Ok(decoded.map(move |batch| {
+        let batch = batch?;
+        let (symbol, timeframe) = series.columns(batch.num_rows());
+        let mut columns = Vec::with_capacity(8);
+        columns.extend([symbol, timeframe]);
+        columns.extend(batch.columns().iter().cloned());
+        RecordBatch::try_new(crate::cache::schema(), columns)
+    }))
+}
+
+fn reader(
+    file: Arc<OpenFile>,
+    metadata: ArrowReaderMetadata,
+    selection: Option<RowSelection>,
+    bounds: Option<(i64, i64)>,
+    batch_size: usize,
+) -> Result<ParquetRecordBatchReader> {
+    let path = || format!("decoding {}", file.path().display());
     let mut builder =
-        ParquetRecordBatchReaderBuilder::new_with_metadata(Shared(f.file.clone()), f.metadata)
+        ParquetRecordBatchReaderBuilder::new_with_metadata(Shared(file.clone()), metadata)
             .with_batch_size(batch_size);
-    if let Some(selection) = f.selection {
+    // `ts` and the five values; the series' columns are constant (see `Series`).
+    let values = ProjectionMask::leaves(builder.parquet_schema(), TS..8);
+    builder = builder.with_projection(values);
+    if let Some(selection) = selection {
         builder = builder.with_row_selection(selection);
     }
-    if let Some((lo, hi)) = f.bounds {
+    if let Some((lo, hi)) = bounds {
         // Pages at the ends of the window also hold rows outside it: `ts` is decoded first
         // and only the rows within are decoded in the other columns (a day of a month file
         // decodes its ~400 rows, not the 2,048 of each page it touches).

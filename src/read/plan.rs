@@ -128,7 +128,12 @@ impl Reader {
         // parallel when large; others (another writer's types) go through a DataFusion scan,
         // which adapts them.
         let opened = needed.iter().map(|p| open(p)).collect::<Result<Vec<_>>>()?;
-        if let Some(files) = direct::plan(opened, lo, hi)? {
+        // A file holds one partition of one series: these are its symbol and timeframe.
+        let series = (
+            entries[0].key.symbol.as_str(),
+            entries[0].key.timeframe.as_str(),
+        );
+        if let Some(files) = direct::plan(opened, series, (lo, hi))? {
             let parallel = rows > PARALLEL_ROWS && files.len() > 1;
             return Ok(scan(SeriesSource::Direct { files, parallel }));
         }
