@@ -33,6 +33,10 @@ use quiver::read::{BarsRequest, Reader};
 use quiver::sync::Syncer;
 use quiver::{OnConflict, Store, Symbol};
 
+/// The quiver binary's and the Python package's allocator, so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const W3: &str = "SELECT symbol, date_trunc('day', ts) AS day, \
      sum(close * volume) / sum(volume) AS vwap, max(high) AS high, min(low) AS low \
      FROM market_data WHERE timeframe = '1m' \

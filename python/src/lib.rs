@@ -22,6 +22,12 @@ use quiver::frame::{FrameOptions, bars_from_batches};
 use quiver::read::{BarStream, BarsRequest};
 use quiver::{BarFilter, OnConflict, Symbol, Syncer, Timeframe};
 
+/// The extension's Rust allocations go through mimalloc, as the quiver binary's: large reads
+/// reuse freed memory instead of faulting fresh pages in (see the README's W14). Arrow data
+/// handed to Python is released through its own callback, back into this allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One runtime for every call: reads run on the calling thread (`block_on`), parallel decodes
 /// and database connections on its workers.
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
