@@ -19,11 +19,11 @@ times; the median is printed.
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import time
-import venv
 import warnings
+
+from bench_env import BENCH_DIR, reexec_in_venv
 
 VERSIONS = ["duckdb==2.0.0", "polars==2.1.0", "pyarrow==26.0.1", "arcticdb==6.28.2"]
 COLUMNS = ["symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"]
@@ -31,24 +31,6 @@ UTC = datetime.timezone.utc
 DAY = (datetime.datetime(2024, 1, 10, tzinfo=UTC), datetime.datetime(2024, 1, 11, tzinfo=UTC))
 WEEK = (datetime.datetime(2024, 1, 8, tzinfo=UTC), datetime.datetime(2024, 1, 13, tzinfo=UTC))
 YEAR = (datetime.datetime(2024, 1, 1, tzinfo=UTC), datetime.datetime(2025, 1, 1, tzinfo=UTC))
-
-
-def ensure_tools():
-    """Re-executes this script inside a virtual environment holding the pinned tools."""
-    if os.environ.get("QUIVER_W14_VENV"):
-        return
-    root = os.environ.get("QUIVER_BENCH_DIR", "/var/tmp/quiver-bench")
-    env_dir = os.path.join(root, "python-w14")
-    python = os.path.join(env_dir, "bin", "python")
-    if not os.path.exists(python):
-        print(f"installing {', '.join(VERSIONS)} into {env_dir}", file=sys.stderr)
-        venv.create(env_dir, with_pip=True)
-    subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *VERSIONS],
-        check=True,
-    )
-    env = dict(os.environ, QUIVER_W14_VENV="1")
-    os.execve(python, [python, *sys.argv], env)
 
 
 def median_ms(fn, runs):
@@ -85,7 +67,7 @@ def arctic_library(ac, name, view, symbols):
 
 
 def main():
-    ensure_tools()
+    reexec_in_venv("python-w14", VERSIONS, "QUIVER_W14_VENV")
     import arcticdb
     import duckdb
     import pandas as pd
@@ -96,7 +78,6 @@ def main():
     warnings.filterwarnings("ignore", message="Arrow output on a DB-API result")
     design, universe = sys.argv[1], sys.argv[2]
     runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 20
-    root = os.environ.get("QUIVER_BENCH_DIR", "/var/tmp/quiver-bench")
     print(
         f"DuckDB {duckdb.__version__}, Polars {pl.__version__}, ArcticDB {arcticdb.__version__} "
         f"(LMDB, float64), pandas {pd.__version__}"
@@ -110,7 +91,7 @@ def main():
     u_scan = f"read_parquet('{u_glob}', hive_partitioning = true)"
     d_lazy = pl.scan_parquet(d_glob, hive_partitioning=True)
     u_lazy = pl.scan_parquet(u_glob, hive_partitioning=True)
-    ac = arcticdb.Arctic(f"lmdb://{os.path.join(root, 'arctic-w14')}?map_size=8GB")
+    ac = arcticdb.Arctic(f"lmdb://{BENCH_DIR / 'arctic-w14'}?map_size=8GB")
     d_symbols = [f"SYM{i:03}" for i in range(1, 51)]
     u_symbols = [f"SYM{i:03}" for i in range(1, 501)]
     d_lib = arctic_library(ac, "design", design, d_symbols)

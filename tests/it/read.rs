@@ -59,6 +59,18 @@ fn reader(db: &TestDb) -> Reader {
     Reader::new(Cache::new(&db.config.cache.dir)).unwrap()
 }
 
+/// A reader that reads files with `pread` instead of memory maps.
+fn pread_reader(db: &TestDb) -> Reader {
+    Reader::with_options(
+        Cache::new(&db.config.cache.dir),
+        ReadOptions {
+            io: IoMode::Pread,
+            ..ReadOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 async fn warmup_reads_are_exact_across_partitions_and_years(db: TestDb) {
     // 1m bars from mid-December 2023 to February 2024 (month partitions across a year
     // boundary) and 1h bars over the same days (year partitions).
@@ -105,14 +117,7 @@ async fn warmup_reads_are_exact_across_partitions_and_years(db: TestDb) {
     }
 
     // The same read without memory maps gives the same bars.
-    let plain = Reader::with_options(
-        Cache::new(&db.config.cache.dir),
-        ReadOptions {
-            io: IoMode::Pread,
-            ..ReadOptions::default()
-        },
-    )
-    .unwrap();
+    let plain = pread_reader(&db);
     let request = BarsRequest::new(sym("SYM001"), tf("1m"))
         .with_start(new_year)
         .with_warmup(300);
@@ -313,14 +318,7 @@ async fn universe_replays_and_large_reads_are_exact(db: TestDb) {
     // One series' large reads (over the parallel decoding threshold, several files), with
     // windows cut inside pages, warmups across the month boundary and limits, collected and
     // streamed, through memory maps and plain reads.
-    let plain = Reader::with_options(
-        Cache::new(&db.config.cache.dir),
-        ReadOptions {
-            io: IoMode::Pread,
-            ..ReadOptions::default()
-        },
-    )
-    .unwrap();
+    let plain = pread_reader(&db);
     let one = &table[0];
     let requests = [
         BarsRequest::new(sym("SYM001"), tf("1m")),
