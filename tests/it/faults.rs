@@ -488,6 +488,10 @@ async fn kill_9_at_random_moments(db: TestDb) {
     db.wait_mirrored(Some(db.count().await as u64), CATCH_UP)
         .await;
     assert_mirrored(&db, "after the last kill -9").await;
+    // The cache may have been mirrored before this daemon started (by the one killed last):
+    // a SIGTERM before the daemon watches for it would kill it outright, so wait until it
+    // runs.
+    daemon.wait_for("watching for changes");
     daemon.stop();
     assert!(
         checked > iterations / 2,
