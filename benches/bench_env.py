@@ -6,14 +6,27 @@ and calls `reexec_in_venv` first thing in `main`.
 """
 
 import os
+import statistics
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(os.environ.get("QUIVER_BENCH_DIR", "/var/tmp/quiver-bench"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", "/var/tmp/quiver-bench-target"))
+
+
+def median_ms(fn, runs):
+    """Runs `fn` once to warm up, then `runs` times; the median in milliseconds."""
+    fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
 
 
 def reexec_in_venv(name, tools, marker, after_install=None):

@@ -11,11 +11,11 @@ the partition columns in their filters so they can skip folders, their best case
 """
 
 import os
-import statistics
 import subprocess
 import sys
-import time
 import venv
+
+from bench_env import median_ms
 
 VERSIONS = ["duckdb==2.0.0", "polars==2.1.0", "pyarrow==26.0.1"]
 
@@ -83,16 +83,6 @@ def polars_w1_of(lazy, start):
         return a, b
 
     return run
-
-
-def median_ms(fn, runs):
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def main():

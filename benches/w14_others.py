@@ -18,12 +18,10 @@ times; the median is printed.
 
 import datetime
 import os
-import statistics
 import sys
-import time
 import warnings
 
-from bench_env import BENCH_DIR, reexec_in_venv
+from bench_env import BENCH_DIR, median_ms, reexec_in_venv
 
 VERSIONS = ["duckdb==2.0.0", "polars==2.1.0", "pyarrow==26.0.1", "arcticdb==6.28.2"]
 COLUMNS = ["symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"]
@@ -31,16 +29,6 @@ UTC = datetime.timezone.utc
 DAY = (datetime.datetime(2024, 1, 10, tzinfo=UTC), datetime.datetime(2024, 1, 11, tzinfo=UTC))
 WEEK = (datetime.datetime(2024, 1, 8, tzinfo=UTC), datetime.datetime(2024, 1, 13, tzinfo=UTC))
 YEAR = (datetime.datetime(2024, 1, 1, tzinfo=UTC), datetime.datetime(2025, 1, 1, tzinfo=UTC))
-
-
-def median_ms(fn, runs):
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def arctic_library(ac, name, view, symbols):

@@ -426,7 +426,10 @@ fn series_ranks(requests: &[BarsRequest]) -> Vec<u32> {
 
 /// `input` run on a task of its own, up to `ahead` batches ahead of its consumer; the task
 /// stops when the consumer drops the stream.
-fn prefetch(mut input: SendableRecordBatchStream, ahead: usize) -> SendableRecordBatchStream {
+pub(super) fn prefetch(
+    mut input: SendableRecordBatchStream,
+    ahead: usize,
+) -> SendableRecordBatchStream {
     let schema = input.schema();
     let (tx, mut rx) = tokio::sync::mpsc::channel(ahead.max(1));
     tokio::spawn(async move {

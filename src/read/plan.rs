@@ -18,7 +18,7 @@ use futures_util::stream::{BoxStream, StreamExt};
 use super::stream::Cut;
 use super::{
     LoadedVersion, PARALLEL_ROWS, Reader, SeriesScan, SeriesSource, SeriesWindow, direct,
-    empty_range, table, ts_literal,
+    empty_range, prefetch, table, ts_literal,
 };
 use crate::cache::{DataFile, schema};
 use crate::error::{Error, Result};
@@ -204,22 +204,10 @@ impl Reader {
             // one after the other. A stream buffers two batches per partition (bounded
             // memory); a collected read lets every partition run to its end meanwhile.
             let capacity = if whole { 1 << 16 } else { 2 };
-            let mut receivers = Vec::with_capacity(partitions);
-            for i in 0..partitions {
-                let mut stream = plan.execute(i, task.clone())?;
-                let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-                tokio::spawn(async move {
-                    while let Some(batch) = stream.next().await {
-                        if tx.send(batch).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                receivers.push(rx);
-            }
-            futures_util::stream::iter(receivers)
-                .flat_map(|mut rx| futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
-                .boxed()
+            let partitions = (0..partitions)
+                .map(|i| Ok(prefetch(plan.execute(i, task.clone())?, capacity)))
+                .collect::<Result<Vec<_>>>()?;
+            futures_util::stream::iter(partitions).flatten().boxed()
         };
         Ok(cut(input, window, require_range))
     }

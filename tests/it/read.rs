@@ -59,6 +59,18 @@ fn reader(db: &TestDb) -> Reader {
     Reader::new(Cache::new(&db.config.cache.dir)).unwrap()
 }
 
+/// A read as a stream of typed bars, collected.
+async fn streamed_bars(reader: &Reader, request: &BarsRequest) -> Vec<Bar> {
+    reader
+        .stream(request)
+        .await
+        .unwrap()
+        .into_bars()
+        .map(|b| b.unwrap())
+        .collect()
+        .await
+}
+
 /// A reader that reads files with `pread` instead of memory maps.
 fn pread_reader(db: &TestDb) -> Reader {
     Reader::with_options(
@@ -160,15 +172,7 @@ async fn streams_merges_and_latest_agree_with_the_table(db: TestDb) {
     }
     assert!(batches > 1, "the range arrives in pieces, not at once");
     assert_eq!(streamed, all[4900..].to_vec());
-    let typed: Vec<Bar> = reader
-        .stream(&request)
-        .await
-        .unwrap()
-        .into_bars()
-        .map(|b| b.unwrap())
-        .collect()
-        .await;
-    assert_eq!(typed, streamed);
+    assert_eq!(streamed_bars(&reader, &request).await, streamed);
 
     // Merged: every series' warmup and range, in (ts, symbol) order.
     let start = all[2000].ts;
@@ -343,15 +347,11 @@ async fn universe_replays_and_large_reads_are_exact(db: TestDb) {
                 .map_or(0, |start| one.partition_point(|b| b.ts < start));
             assert_eq!(got.warmup, request.warmup.min(before), "{request:?}");
             assert_eq!(got.to_bars().unwrap(), expected, "{request:?}");
-            let streamed: Vec<Bar> = r
-                .stream(request)
-                .await
-                .unwrap()
-                .into_bars()
-                .map(|b| b.unwrap())
-                .collect()
-                .await;
-            assert_eq!(streamed, expected, "{request:?} streamed");
+            assert_eq!(
+                streamed_bars(r, request).await,
+                expected,
+                "{request:?} streamed"
+            );
         }
     }
 }
