@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""delta-rs's own commit path on a quiver cache, for the comparison in W8 (README).
+"""delta-rs's own commit path on a quiver cache, for the comparison in W8 (docs/BENCHMARKS.md).
 
     python3 benches/delta_rs_commit.py DELTA_TABLE [--runs N]
 

@@ -68,7 +68,7 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    /// The default retention: one day (see the README for why).
+    /// The default retention: one day (see docs/MANUAL.md for why).
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
     /// The default checkpoint interval.
     pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 100;
@@ -91,6 +91,17 @@ impl CacheConfig {
 pub struct SyncConfig {
     /// How often the daemon polls when no change notification arrives.
     pub poll_interval: Duration,
+    /// How often the daemon repeats its warning while partitions are held back.
+    pub held_warning: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            poll_interval: Duration::from_secs(1),
+            held_warning: Duration::from_secs(600),
+        }
+    }
 }
 
 /// `[read]`
@@ -125,9 +136,7 @@ impl Default for Config {
                 max_connections: 8,
             },
             cache: CacheConfig::new(DEFAULT_CACHE_DIR),
-            sync: SyncConfig {
-                poll_interval: Duration::from_secs(1),
-            },
+            sync: SyncConfig::default(),
             read: ReadConfig::default(),
         }
     }
@@ -175,6 +184,7 @@ struct FileCache {
 #[serde(deny_unknown_fields)]
 struct FileSync {
     poll_interval: Option<String>,
+    held_warning: Option<String>,
 }
 
 impl Config {
@@ -241,6 +251,10 @@ impl Config {
         if let Some(p) = file.sync.poll_interval {
             config.sync.poll_interval = humantime::parse_duration(&p)
                 .map_err(|e| format!("sync.poll_interval {p:?}: {e}"))?;
+        }
+        if let Some(p) = file.sync.held_warning {
+            config.sync.held_warning = humantime::parse_duration(&p)
+                .map_err(|e| format!("sync.held_warning {p:?}: {e}"))?;
         }
         if let Some(io) = file.read.io {
             config.read.io = io.parse().map_err(|e| format!("read.io: {e}"))?;

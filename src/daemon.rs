@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::config::SyncConfig;
 use crate::db::Store;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -32,10 +33,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(15);
 /// cannot fix (a cache that mirrors another database, a broken cache folder).
 pub async fn run(
     syncer: &mut Syncer,
-    poll_interval: Duration,
+    settings: &SyncConfig,
     shutdown: impl Future<Output = ()>,
     metrics: &Metrics,
 ) -> Result<()> {
+    let poll_interval = settings.poll_interval;
     syncer.set_background_maintenance(true);
     let wake = Arc::new(Notify::new());
     let _watch = Watch::start(syncer.store(), wake.clone()).await?;
@@ -65,13 +67,15 @@ pub async fn run(
         let delay = match outcome {
             Ok(report) => {
                 let state = syncer.state();
+                let mark = state.and_then(|s| s.sync_mark());
                 metrics.pass_succeeded(
                     &report,
-                    state
-                        .and_then(|s| s.sync_mark())
-                        .map(|m| m.position.clone()),
+                    mark.map(|m| m.position.clone()),
                     state.map(|s| s.committed_ms()),
+                    mark.map(|m| m.held.keys().cloned().collect())
+                        .unwrap_or_default(),
                 );
+                syncer.warn_held(settings.held_warning);
                 if failures > 0 {
                     tracing::info!(failures, "database reachable again; cache caught up");
                 }

@@ -138,6 +138,15 @@ pub enum Error {
         inner: Box<Error>,
     },
 
+    /// The database lacks quiver's tables (or one of their migrations).
+    #[error("{database} {detail}; run `quiver migrate` first")]
+    NotMigrated {
+        /// The database, its password removed.
+        database: String,
+        /// What is missing.
+        detail: String,
+    },
+
     /// The cache has no published version yet.
     #[error("the cache in {} is empty; run `quiver sync` first", dir.display())]
     EmptyCache {
@@ -254,7 +263,7 @@ pub struct EmptyRange {
 fn unknown_series(symbol: &str, timeframe: &str, timeframes: &[String]) -> String {
     if timeframes.is_empty() {
         format!(
-            "no bars of {symbol} in the cache (unknown symbol; `quiver status` lists what is there)"
+            "no bars of {symbol} in the cache (unknown symbol; `quiver series` lists what is there)"
         )
     } else {
         format!(
@@ -355,6 +364,22 @@ impl Error {
         }
     }
 
+    /// Whether this is a write to a closed pipe (`quiver bars … | head`): the reader has
+    /// what it wanted, so the command ends quietly.
+    pub fn is_broken_pipe(&self) -> bool {
+        use datafusion::arrow::error::ArrowError;
+        let broken = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
+        match self {
+            Error::At { inner, .. } => inner.is_broken_pipe(),
+            Error::Io { source, .. } => broken(source),
+            Error::Arrow {
+                source: ArrowError::IoError(_, e),
+                ..
+            } => broken(e),
+            _ => false,
+        }
+    }
+
     /// Builds an [`Error::Corrupt`].
     pub fn corrupt(message: impl Into<String>) -> Self {
         Error::Corrupt(message.into())
@@ -383,6 +408,7 @@ impl Error {
             | Error::Io { .. }
             | Error::ReadOnly(_)
             | Error::EmptyCache { .. }
+            | Error::NotMigrated { .. }
             | Error::UnknownSeries { .. }
             | Error::InvalidRange { .. }
             | Error::EmptyRange(_)

@@ -451,8 +451,8 @@ impl FrameReader {
             DataType::Float32 | DataType::Float64 if !self.options.floats => {
                 return Err(self.whole(format!(
                     "column {field} holds binary floats, which are not exact decimals; pass \
-                     decimals, integers or decimal text, or allow floats to have them rounded \
-                     to {MAX_SCALE} decimals"
+                     decimals, integers or decimal text, or have them rounded to {MAX_SCALE} \
+                     decimals with --round-floats (quiver import) or floats=True (Python)"
                 )));
             }
             // A float32 widens exactly; its shortest spelling is then the float64's.

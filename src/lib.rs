@@ -61,7 +61,7 @@ pub mod sql;
 pub mod sync;
 
 pub use config::Config;
-pub use db::{BarFilter, OnConflict, Store, WriteReport};
+pub use db::{BarFilter, OnConflict, SeriesSummary, Store, WriteReport};
 pub use error::{Error, Result};
 pub use model::{Bar, Symbol, Timeframe};
 pub use sync::Syncer;

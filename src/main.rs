@@ -2,14 +2,14 @@
 //! exit statuses (0 ok, 1 failed check, 2 bad usage or input, 3 a fault) with a one-line cause
 //! on stderr.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use quiver::cli::{Cli, Command, LogFormat, run};
 use tracing_subscriber::EnvFilter;
 
 /// Keeps freed memory for the next query instead of returning large read buffers to the
-/// kernel (see the README's W14).
+/// kernel (see docs/BENCHMARKS.md, W14).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -33,7 +33,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => logs
+            .with_ansi(colour(std::io::stderr().is_terminal()))
+            .init(),
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -42,16 +44,28 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("quiver: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "quiver: cannot start the async runtime: {e}"
+            );
             return ExitCode::from(3);
         }
     };
     let mut stdout = std::io::stdout().lock();
     match runtime.block_on(run(cli, &mut stdout)) {
         Ok(code) => ExitCode::from(code),
+        // `quiver bars … | head`: the reader closed the pipe having read what it wanted.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("quiver: {e}");
+            // Not eprintln!: it panics when stderr is a closed pipe too.
+            let _ = writeln!(std::io::stderr(), "quiver: {e}");
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Whether to colour output going to a terminal (`terminal`): not when `NO_COLOR` is set to
+/// anything non-empty (no-color.org).
+fn colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -35,7 +35,8 @@ pub struct Metrics {
     rows: AtomicU64,
     bytes: AtomicU64,
     commits: AtomicU64,
-    held_back: AtomicU64,
+    /// The partitions the newest version holds back (their folders).
+    held_back: Mutex<Vec<String>>,
     /// When the newest version was committed (ms since the epoch; 0: none yet).
     committed_ms: AtomicI64,
     position: Mutex<Option<FeedPosition>>,
@@ -56,6 +57,7 @@ impl Metrics {
         report: &PassReport,
         position: Option<FeedPosition>,
         committed_ms: Option<i64>,
+        held_back: Vec<String>,
     ) {
         self.passes.fetch_add(1, Ordering::Relaxed);
         self.failing.store(0, Ordering::Relaxed);
@@ -64,8 +66,9 @@ impl Metrics {
         if report.version.is_some() {
             self.commits.fetch_add(1, Ordering::Relaxed);
         }
-        self.held_back
-            .store(report.held_back as u64, Ordering::Relaxed);
+        if let Ok(mut held) = self.held_back.lock() {
+            *held = held_back;
+        }
         if let Some(ms) = committed_ms {
             self.committed_ms.store(ms, Ordering::Relaxed);
         }
@@ -93,6 +96,25 @@ impl Metrics {
 
     fn healthy(&self) -> bool {
         self.failing.load(Ordering::Relaxed) == 0
+    }
+
+    /// The partitions the newest version holds back.
+    fn held(&self) -> Vec<String> {
+        self.held_back.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// The body of a healthy `/healthz`: `ok`, and the held-back partitions when there are
+    /// any (the daemon is alive and publishing; those partitions wait for a fix in SQL).
+    fn health(&self) -> String {
+        let held = self.held();
+        if held.is_empty() {
+            return "ok\n".into();
+        }
+        let mut body = format!("ok; partitions held back: {}\n", held.len());
+        for p in held {
+            let _ = writeln!(body, "{p}");
+        }
+        body
     }
 
     /// The text exposition, with the pending changes and lag read from `store` now.
@@ -144,7 +166,7 @@ impl Metrics {
             "quiver_sync_held_back_partitions",
             "gauge",
             "Partitions held at their last good version by a row the cache cannot hold.",
-            n(&self.held_back),
+            self.held().len().to_string(),
         );
         metric(
             "quiver_sync_up",
@@ -247,7 +269,7 @@ async fn answer(mut conn: TcpStream, metrics: &Metrics, store: &Store) -> std::i
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let (status, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", metrics.render(store).await),
-        ("GET", "/healthz") if metrics.healthy() => ("200 OK", "ok\n".to_string()),
+        ("GET", "/healthz") if metrics.healthy() => ("200 OK", metrics.health()),
         ("GET", "/healthz") => (
             "503 Service Unavailable",
             "sync passes are failing\n".into(),

@@ -27,23 +27,24 @@ use crate::model::format_ts;
 use crate::read::Bars;
 use crate::sync::Status;
 
-/// Renders series summaries as a table: symbol, timeframe, bars, first, last.
-pub fn series_table(series: &[SeriesSummary]) -> Result<String> {
+/// Renders series summaries (`quiver series`, the quickstart) in `format`: symbol,
+/// timeframe, first and last bar (RFC 3339 UTC) and the number of bars.
+pub fn series(series: &[SeriesSummary], format: BarsFormat) -> Result<String> {
     let strings = |f: &dyn Fn(&SeriesSummary) -> String| -> ArrayRef {
         Arc::new(StringArray::from_iter_values(series.iter().map(f)))
     };
     let batch = RecordBatch::try_from_iter([
         ("symbol", strings(&|s| s.symbol.clone())),
         ("timeframe", strings(&|s| s.timeframe.clone())),
+        ("first", strings(&|s| format_ts(&s.first))),
+        ("last", strings(&|s| format_ts(&s.last))),
         (
             "bars",
             Arc::new(Int64Array::from_iter_values(series.iter().map(|s| s.bars))) as ArrayRef,
         ),
-        ("first", strings(&|s| format_ts(&s.first))),
-        ("last", strings(&|s| format_ts(&s.last))),
     ])
     .context(what)?;
-    Ok(pretty_format_batches(&[batch]).context(what)?.to_string())
+    render(&batch.schema(), &[batch], format)
 }
 
 /// Renders `quiver status` as a two-column table of fields and values.
@@ -79,7 +80,7 @@ pub fn status_table(status: &Status) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("backend", status.backend.clone()),
         ("database", status.database.clone()),
         ("cache dir", status.cache_dir.clone()),
@@ -110,7 +111,10 @@ pub fn status_table(status: &Status) -> Result<String> {
                 status
                     .held_back
                     .iter()
-                    .map(|(p, why)| format!("{p}: {why}"))
+                    .map(|(p, why)| match status.held_back_since.get(p) {
+                        Some(t) => format!("{p} since {}: {why}", format_ts(t)),
+                        None => format!("{p}: {why}"),
+                    })
                     .collect::<Vec<_>>()
                     .join("; ")
             },
@@ -144,6 +148,9 @@ pub fn status_table(status: &Status) -> Result<String> {
             or_none(status.view_version.map(|v| format!("version {v}"))),
         ),
     ];
+    if let Some(other) = &status.mirrors_other {
+        rows.insert(2, ("warning", other.clone()));
+    }
     let batch = RecordBatch::try_from_iter([
         (
             "field",
@@ -175,18 +182,24 @@ pub enum BarsFormat {
 /// the header of DESIGN.md §2, or a JSON array of objects; times in RFC 3339 UTC, decimals
 /// exact in plain notation (strings in JSON).
 pub fn bars(bars: &Bars, format: BarsFormat) -> Result<String> {
-    let format = match format {
-        BarsFormat::Table => SqlFormat::Table,
-        BarsFormat::Csv => SqlFormat::Csv,
-        BarsFormat::Json => SqlFormat::Json,
-    };
     let schema = bars
         .batches
         .first()
         .map(RecordBatch::schema)
         .unwrap_or_else(crate::cache::schema);
+    render(&schema, &bars.batches, format)
+}
+
+/// Every row of `batches` as one string in `format` (JSON indented, one field a line, in
+/// column order).
+fn render(schema: &SchemaRef, batches: &[RecordBatch], format: BarsFormat) -> Result<String> {
+    let format = match format {
+        BarsFormat::Table => SqlFormat::Table,
+        BarsFormat::Csv => SqlFormat::Csv,
+        BarsFormat::Json => SqlFormat::Json,
+    };
     let mut out = Vec::new();
-    write_rows(&schema, &bars.batches, format, usize::MAX, &mut out)?;
+    write_rows(schema, batches, format, usize::MAX, &mut out)?;
     if format == SqlFormat::Json {
         // `quiver bars` has always printed its JSON indented, one field a line.
         let rows: serde_json::Value = serde_json::from_slice(&out)
@@ -346,7 +359,6 @@ pub fn write_result(
     out: &mut dyn Write,
 ) -> Result<usize> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let io = |e: std::io::Error| Error::io("<stdout>", e);
     if schema.fields().is_empty() {
         // SET, CREATE VIEW and the like: nothing to show.
         return Ok(rows);
@@ -357,17 +369,68 @@ pub fn write_result(
     };
     write_rows(schema, batches, format, shown, out)?;
     if format == SqlFormat::Table {
-        let noun = if rows == 1 { "row" } else { "rows" };
-        if shown < rows {
-            writeln!(
-                out,
-                "({rows} {noun}, first {shown} shown; --maxrows or \\maxrows shows more)"
-            )
-            .map_err(io)?;
-        } else {
-            writeln!(out, "({rows} {noun})").map_err(io)?;
+        write_count(rows, shown, out)?;
+    }
+    Ok(rows)
+}
+
+/// The line under a table: how many rows, and how many of them were shown (psql's footer).
+fn write_count(rows: usize, shown: usize, out: &mut dyn Write) -> Result<()> {
+    let noun = if rows == 1 { "row" } else { "rows" };
+    let text = if shown < rows {
+        format!("({rows} {noun}, first {shown} shown; --maxrows or \\maxrows shows more)")
+    } else {
+        format!("({rows} {noun})")
+    };
+    writeln!(out, "{text}").map_err(|e| Error::io("<stdout>", e))
+}
+
+/// Writes a query result as psql's expanded display: each row a `-[ RECORD n ]-` header and
+/// one `column | value` line per column; at most `maxrows` rows (all when `None`), then the
+/// row count.
+pub fn write_expanded(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    maxrows: Option<usize>,
+    out: &mut dyn Write,
+) -> Result<usize> {
+    let io = |e: std::io::Error| Error::io("<stdout>", e);
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if schema.fields().is_empty() {
+        return Ok(rows);
+    }
+    let shown = maxrows.unwrap_or(usize::MAX).min(rows);
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let options = FormatOptions::default().with_null("");
+    let mut record = 0usize;
+    for batch in batches {
+        if record == shown {
+            break;
+        }
+        let batch = printable(batch)?;
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .context(what)?;
+        for row in 0..batch.num_rows().min(shown - record) {
+            record += 1;
+            let values: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
+            let value_width = values.iter().map(|v| v.chars().count()).max().unwrap_or(0);
+            let head = format!("-[ RECORD {record} ]");
+            let width = (name_width + 3 + value_width).max(head.len() + 1);
+            writeln!(out, "{head}{}", "-".repeat(width - head.len())).map_err(io)?;
+            for (name, value) in names.iter().zip(&values) {
+                writeln!(out, "{name:<name_width$} | {value}").map_err(io)?;
+            }
         }
     }
+    write_count(rows, shown, out)?;
     Ok(rows)
 }
 

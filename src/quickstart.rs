@@ -83,15 +83,21 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
         let path = Path::new("data/samples").join(sample.file);
         let before = parsed.bars().len();
         let format = read_text(&path, sample.text, &options, &mut parsed)?;
+        // The command that imports the same bars, time zone included: a user who repeats
+        // it with their own file gets what the quickstart got.
+        let symbol = if sample.symbol.chars().all(|c| c.is_ascii_alphanumeric()) {
+            sample.symbol.to_string()
+        } else {
+            format!("'{}'", sample.symbol)
+        };
         writeln!(
             out,
-            "read {} ({}, tz {}): {} bars of {} {}",
+            "quiver import {} --symbol {symbol} --timeframe {} --tz {}  # {} bars ({})",
             path.display(),
-            format.name(),
+            sample.timeframe,
             sample.tz,
             parsed.bars().len() - before,
-            sample.symbol,
-            sample.timeframe
+            format.name(),
         )
         .map_err(io)?;
     }
@@ -104,7 +110,12 @@ pub async fn run(store: &Store, config: &Config, out: &mut dyn Write) -> Result<
     )
     .map_err(io)?;
     writeln!(out, "market_data now holds:").map_err(io)?;
-    writeln!(out, "{}", output::series_table(&store.summary().await?)?).map_err(io)?;
+    writeln!(
+        out,
+        "{}",
+        output::series(&store.summary().await?, BarsFormat::Table)?
+    )
+    .map_err(io)?;
     let cache = Cache::new(&config.cache.dir);
     let mut syncer = Syncer::new(store.clone(), &config.cache, config.database.schema.clone())?
         .with_progress(true);

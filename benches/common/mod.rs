@@ -21,13 +21,7 @@ pub async fn daemon_until(
     let stop = async {
         let _ = stop.await;
     };
-    quiver::daemon::run(
-        &mut syncer,
-        std::time::Duration::from_secs(1),
-        stop,
-        &metrics,
-    )
-    .await
+    quiver::daemon::run(&mut syncer, &Default::default(), stop, &metrics).await
 }
 
 pub fn options() -> GenerateOptions {

@@ -64,11 +64,12 @@ class Table:
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
     def to_pyarrow(self) -> pyarrow.Table:
         """The rows as a ``pyarrow.Table`` (no copy)."""
-    def to_polars(self) -> Any:
-        """The rows as a ``polars.DataFrame`` (needs polars)."""
-    def to_pandas(self) -> Any:
-        """The rows as a ``pandas.DataFrame``: ``ts`` timezone-aware UTC, prices as
-        ``decimal.Decimal`` (or floats with ``prices="float64"``)."""
+    def to_polars(self, *, prices: Prices = "decimal") -> Any:
+        """The rows as a ``polars.DataFrame`` (needs polars): prices as Polars ``Decimal``,
+        or ``Float64`` with ``prices="float64"``."""
+    def to_pandas(self, *, prices: Prices = "decimal") -> Any:
+        """The rows as a ``pandas.DataFrame``: ``ts`` timezone-aware UTC, prices as exact
+        ``decimal.Decimal`` objects, or ``float64`` columns with ``prices="float64"``."""
 
 class BarStream:
     """A read as a stream of record batches (warmup first), never the whole range in memory.
@@ -125,6 +126,10 @@ class Reader:
         """The newest bar of each symbol, in the order given."""
     def sql(self, query: str) -> Table:
         """Runs SQL on the cache (the ``quiver sql`` shell's tables and functions)."""
+    def series(self, *, as_of: int | Instant | None = None) -> Table:
+        """The series the cache holds: ``symbol``, ``timeframe``, ``first`` and ``last``
+        (``timestamp[us, UTC]``) and ``bars`` (int64), ordered by symbol and bar length; read
+        from the table's manifest. Raises :class:`EmptyCacheError` before the first sync."""
     def version(self) -> int | None:
         """The newest version of the cache, or ``None`` before the first sync."""
 

@@ -180,6 +180,34 @@ def test_to_pandas_has_utc_timestamps(db):
     floats = db.reader().bars("AAA", "1m", prices="float64").to_pandas()
     assert floats["open"].dtype == "float64"
     assert floats["open"].iloc[1] == 100.01
+    # Asked for at the edge: the same exact read, floats only in the frame.
+    exact = db.reader().bars("AAA", "1m")
+    at_the_edge = exact.to_pandas(prices="float64")
+    assert at_the_edge["open"].dtype == "float64" and at_the_edge["volume"].dtype == "float64"
+    assert at_the_edge.equals(floats)
+    assert pa.table(exact).schema.field("open").type == PRICE, "the table itself stays exact"
+    polars_floats = exact.to_polars(prices="float64")
+    assert polars_floats["close"].dtype == pl.Float64
+    assert polars_floats["close"].to_list() == floats["close"].to_list()
+    with pytest.raises(ValueError, match="prices"):
+        exact.to_pandas(prices="float16")
+
+
+def test_series_lists_what_the_cache_holds(db):
+    db.store.insert(minute_bars("AAA", utc(2024, 3, 1, 9, 0), 5))
+    db.store.insert(minute_bars("BBB", utc(2024, 3, 2, 9, 0), 3))
+    with pytest.raises(quiver.EmptyCacheError):
+        db.reader().series()
+    db.sync()
+    listing = pa.table(db.reader().series())
+    assert listing.column_names == ["symbol", "timeframe", "first", "last", "bars"]
+    assert listing.schema.field("first").type == pa.timestamp("us", "UTC")
+    assert listing.to_pylist() == [
+        {"symbol": "AAA", "timeframe": "1m", "first": utc(2024, 3, 1, 9, 0),
+         "last": utc(2024, 3, 1, 9, 4), "bars": 5},
+        {"symbol": "BBB", "timeframe": "1m", "first": utc(2024, 3, 2, 9, 0),
+         "last": utc(2024, 3, 2, 9, 2), "bars": 3},
+    ]
 
 
 def test_reader_opens_from_a_config_file(db, tmp_path):

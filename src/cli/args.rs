@@ -1,29 +1,43 @@
 //! The flags and commands of DESIGN.md §2 as clap types, the library's enums mirrored as
 //! command-line choices, and the parsing of the values clap does not know.
 
-use super::*;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::db::OnConflict;
+use crate::error::Result;
+use crate::import::Format;
+use crate::model::{EpochUnit, Symbol, Timeframe, parse_time_arg};
+use crate::output::{BarsFormat, SqlFormat};
+
+/// The `--help` heading of the options every command takes, apart from the command's own.
+const GLOBAL: &str = "Global options";
 
 /// Keep an SQL `market_data` table mirrored as a partitioned Parquet cache.
 #[derive(Debug, Parser)]
 #[command(name = "quiver", version, about, propagate_version = true)]
 pub struct Cli {
     /// Configuration file (default ./config.toml; built-in defaults if absent).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Database URL, overriding the configuration and QUIVER_DATABASE_URL.
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
     pub database_url: Option<String>,
     /// Cache folder, overriding the configuration and QUIVER_CACHE_DIR.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub cache_dir: Option<PathBuf>,
     /// More log output (-v info, -vv debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
     /// Log lines as text or as one JSON object each (for a log collector).
-    #[arg(long, global = true, value_enum, env = "QUIVER_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, env = "QUIVER_LOG_FORMAT", default_value_t = LogFormat::Text, help_heading = GLOBAL)]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -86,6 +100,19 @@ pub enum Command {
     /// SQL over the cache (`market_data`) and the database (`live.market_data`): the
     /// interactive shell, or the statements of -c, -f or stdin.
     Sql(SqlArgs),
+    /// List the cache's series: symbol, timeframe, first and last bar, and the number of bars.
+    Series {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = BarsFormatArg::Table)]
+        format: BarsFormatArg,
+    },
+    /// Print a shell completion script on stdout, e.g. `quiver completions bash >
+    /// ~/.local/share/bash-completion/completions/quiver`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the latest bar of one series from the cache.
     Latest {
         /// Instrument.
@@ -189,8 +216,8 @@ pub(super) fn parse_max_lag(text: &str) -> std::result::Result<std::time::Durati
 /// `quiver import`
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Files to import.
-    #[arg(required = true, value_name = "FILE")]
+    /// Files to import; a folder stands for the files in it, in name order (one import).
+    #[arg(required = true, value_name = "FILE|DIR")]
     pub files: Vec<PathBuf>,
     /// Symbol of the bars (required unless a csv file has a symbol column).
     #[arg(long, value_parser = parse_symbol)]
@@ -211,6 +238,10 @@ pub struct ImportArgs {
     /// is not a decimal: without this flag such a file is refused).
     #[arg(long)]
     pub round_floats: bool,
+    /// Skip rows whose prices and volume are all `null` or empty (Yahoo's downloads hold
+    /// them for days without data) instead of refusing the file; the report counts them.
+    #[arg(long)]
+    pub skip_null_rows: bool,
     /// What to do when a bar already exists.
     #[arg(long, value_enum, default_value_t = OnConflictArg::Error)]
     pub on_conflict: OnConflictArg,
@@ -362,6 +393,9 @@ pub struct DeleteArgs {
     /// Last bar deleted (RFC 3339, or a date meaning the whole day), inclusive.
     #[arg(long)]
     pub end: Option<String>,
+    /// Count the bars that would be deleted, per timeframe, and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `quiver generate`

@@ -2,23 +2,17 @@
 //! into the library.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Instant;
-
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
-use clap::{Args, Parser, Subcommand};
 
 use crate::cache::{AsOf, Cache};
 use crate::config::Config;
 use crate::copy::{compare, copy_table};
 use crate::daemon;
-use crate::db::{BarFilter, OnConflict, Store};
+use crate::db::{BarFilter, Store};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, generate_into};
-use crate::import::{Format, ImportOptions, import_files};
-use crate::model::{EpochUnit, Symbol, Timeframe, parse_time_arg};
-use crate::output::{self, BarsFormat, SqlFormat};
+use crate::import::{ImportOptions, import_files};
+use crate::output;
 use crate::quickstart;
 use crate::read::{BarsRequest, Reader};
 use crate::sql::{Flow, Shell, ShellOptions, repl};
@@ -28,8 +22,16 @@ mod args;
 
 pub use args::*;
 
+/// How long a command waits at exit for its database connections to close.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs a parsed command line, writing results to `out`; returns the exit status.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(shell, &mut Cli::command(), "quiver", out);
+        return Ok(0);
+    }
     let config = cli.config()?;
     // The daemon watches its stop signals from the start: a SIGTERM while it connects still
     // stops it cleanly (the default action would kill it).
@@ -38,46 +40,86 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         _ => None,
     };
     // Reads of the cache never touch the database: they work where only the cache is; the
-    // shell connects when a query first reads live.market_data.
+    // shell connects when a query first reads live.market_data. Only `migrate` and the
+    // quickstart create a database; every other command needs one that is migrated.
     let store = match cli.command {
-        Command::Bars(_) | Command::Latest { .. } | Command::Sql(_) => None,
-        _ => Some(Store::connect(&config.database).await?),
+        Command::Bars(_)
+        | Command::Latest { .. }
+        | Command::Sql(_)
+        | Command::Series { .. }
+        | Command::Completions { .. } => None,
+        Command::Quickstart | Command::Migrate { .. } => {
+            Some(Store::connect(&config.database).await?)
+        }
+        _ => Some(Store::connect_migrated(&config.database).await?),
     };
+    let result = dispatch(cli.command, &config, store.clone(), shutdown, out).await;
+    // Closing the pool checkpoints SQLite's write-ahead log into the database file. Bounded:
+    // a connection held by an abandoned task must not keep the process from exiting.
+    if let Some(store) = store
+        && tokio::time::timeout(CLOSE_GRACE, store.close())
+            .await
+            .is_err()
+    {
+        tracing::warn!("a database connection was still in use at exit");
+    }
+    result
+}
+
+/// Runs one command on its database connection (`None` for the commands that read only the
+/// cache).
+async fn dispatch(
+    command: Command,
+    config: &Config,
+    store: Option<Store>,
+    shutdown: Option<impl std::future::Future<Output = ()>>,
+    out: &mut dyn Write,
+) -> Result<u8> {
     let store = || {
         store
             .clone()
             .ok_or_else(|| Error::internal("this command needs the database"))
     };
-    match cli.command {
-        Command::Quickstart => quickstart::run(&store()?, &config, out).await.map(|()| 0),
+    match command {
+        Command::Quickstart => quickstart::run(&store()?, config, out).await.map(|()| 0),
         Command::Migrate { revert } => run_migrate(&store()?, revert, out).await,
         Command::Import(args) => run_import(&store()?, args, out).await,
         Command::Delete(args) => run_delete(&store()?, args, out).await,
         Command::Generate(args) => run_generate(&store()?, args, out).await,
-        Command::Copy(args) => run_copy(&store()?, &config, &args, out).await,
+        Command::Copy(args) => run_copy(&store()?, config, &args, out).await,
         Command::Sync { full, metrics, .. } => {
-            run_sync(store()?, &config, shutdown, full, metrics, out).await
+            run_sync(store()?, config, shutdown, full, metrics, out).await
         }
         Command::Status { format, max_lag } => {
-            run_status(&store()?, &config, format, max_lag, out).await
+            run_status(&store()?, config, format, max_lag, out).await
         }
-        Command::Verify => run_verify(&store()?, &config, out).await,
+        Command::Verify => run_verify(&store()?, config, out).await,
         Command::Compact => {
             let mut syncer = Syncer::new(store()?, &config.cache, config.database.schema.clone())?;
             line(out, syncer.compact().await?.to_string())
         }
-        Command::Vacuum => run_vacuum(store()?, &config, out).await,
-        Command::Bars(args) => run_bars(&config, args, out).await,
+        Command::Vacuum => run_vacuum(store()?, config, out).await,
+        Command::Bars(args) => run_bars(config, args, out).await,
         Command::Latest {
             symbol,
             timeframe,
             format,
         } => {
-            let bars = Reader::open(&config)?.latest(&symbol, timeframe).await?;
+            let bars = Reader::open(config)?.latest(&symbol, timeframe).await?;
             line(out, output::bars(&bars, format.into())?)
         }
-        Command::Sql(args) => run_sql(&config, &args, out).await,
+        Command::Sql(args) => run_sql(config, &args, out).await,
+        Command::Series { format } => {
+            let series = Reader::open(config)?.series(AsOf::Latest).await?;
+            line(out, output::series(&series, format.into())?)
+        }
+        Command::Completions { .. } => Ok(0),
     }
+}
+
+/// Writes a line to stderr, ignoring a closed stderr (`eprintln!` would panic).
+fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// Writes one line of a command's result; a command that got this far succeeded (0).
@@ -114,14 +156,19 @@ async fn run_import(store: &Store, args: ImportArgs, out: &mut dyn Write) -> Res
         tz: args.tz,
         epoch: args.epoch_unit.into(),
         floats: args.round_floats,
+        skip_null_rows: args.skip_null_rows,
         on_conflict: args.on_conflict.into(),
     };
     let report = import_files(store, &args.files, &options).await?;
     for f in &report.files {
+        let skipped = match f.skipped {
+            0 => String::new(),
+            n => format!(", {n} rows without prices skipped"),
+        };
         line(
             out,
             format!(
-                "{}: {} bars ({})",
+                "{}: {} bars ({}{skipped})",
                 f.path.display(),
                 f.bars,
                 f.format.name()
@@ -143,11 +190,42 @@ async fn run_import(store: &Store, args: ImportArgs, out: &mut dyn Write) -> Res
 async fn run_delete(store: &Store, args: DeleteArgs, out: &mut dyn Write) -> Result<u8> {
     let (start, end) = time_range(args.start.as_deref(), args.end.as_deref())?;
     let filter = BarFilter {
-        symbol: Some(args.symbol),
+        symbol: Some(args.symbol.clone()),
         timeframe: args.timeframe,
         start,
         end,
     };
+    let counts = store.count_bars(&filter).await?;
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        // A typo in a symbol should not look like a successful delete.
+        let timeframe = args
+            .timeframe
+            .map(|tf| format!(" {tf}"))
+            .unwrap_or_default();
+        let range = match (&args.start, &args.end) {
+            (None, None) => String::new(),
+            (a, b) => format!(
+                " from {} to {}",
+                a.as_deref().unwrap_or("the first"),
+                b.as_deref().unwrap_or("the last")
+            ),
+        };
+        return Err(Error::invalid(format!(
+            "nothing to delete: the database holds no{timeframe} bars of {}{range}",
+            args.symbol
+        )));
+    }
+    let each: Vec<String> = counts.iter().map(|(tf, n)| format!("{n} {tf}")).collect();
+    if args.dry_run {
+        return line(
+            out,
+            format!(
+                "would delete {total} bars ({}); nothing deleted (--dry-run)",
+                each.join(", ")
+            ),
+        );
+    }
     let n = store.delete_bars(&filter).await?;
     line(out, format!("deleted {n} bars"))
 }
@@ -195,7 +273,7 @@ async fn run_sync(
             }
             None => None,
         };
-        daemon::run(&mut syncer, config.sync.poll_interval, shutdown, &shared).await?;
+        daemon::run(&mut syncer, &config.sync, shutdown, &shared).await?;
     }
     Ok(0)
 }
@@ -233,10 +311,10 @@ async fn run_status(
         Some(lag) => format!("the cache is {lag:.1} s behind the table"),
         None => "the cache has no version yet".to_string(),
     };
-    eprintln!(
+    note(&format!(
         "quiver: {behind} (--max-lag {})",
         humantime::format_duration(limit)
-    );
+    ));
     Ok(1)
 }
 
@@ -337,7 +415,10 @@ async fn run_copy(
             started.elapsed()
         ),
     )?;
-    let comparison = compare(source, &target).await?;
+    let comparison = compare(source, &target).await;
+    // Closed before the process ends, so a SQLite target is whole on its own (checkpointed).
+    target.close().await;
+    let comparison = comparison?;
     for d in &comparison.differences {
         line(
             out,
@@ -382,6 +463,7 @@ async fn run_sql(config: &Config, args: &SqlArgs, out: &mut dyn Write) -> Result
         format: args.format.into(),
         maxrows: (args.maxrows > 0).then_some(args.maxrows),
         timing: false,
+        expanded: false,
     };
     let mut shell = Shell::open(config, options)?;
     let mut scripts: Vec<(String, String)> = Vec::new();
@@ -409,9 +491,10 @@ async fn run_sql(config: &Config, args: &SqlArgs, out: &mut dyn Write) -> Result
         match shell.run_script(&text, &origin, out).await {
             Ok(Flow::Quit) => break,
             Ok(Flow::Continue) => {}
+            Err(e) if e.is_broken_pipe() => return Err(e),
             Err(e) => {
                 out.flush().map_err(|e| Error::io("<stdout>", e))?;
-                eprintln!("quiver: {}", repl::script_error(e));
+                note(&format!("quiver: {}", repl::script_error(e)));
                 return Ok(1);
             }
         }

@@ -1,7 +1,9 @@
 //! The WHERE clause of a filtered read, scan or delete, built once with its binds in
 //! placeholder order for either backend.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use super::BarFilter;
 
 /// A value of a [`FilterSql`], in placeholder order.
 #[derive(Clone, Debug, PartialEq, Eq)]

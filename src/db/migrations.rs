@@ -1,6 +1,10 @@
 //! The embedded migrations of each backend, as sqlx's migrator runs them.
 
-use super::*;
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::Backend;
 
 /// The embedded migrations of one backend, as sqlx's migrator runs them.
 pub fn migrator(backend: Backend) -> Migrator {
@@ -55,6 +59,18 @@ pub fn migrator(backend: Backend) -> Migrator {
         .concat(),
     };
     Migrator::with_migrations(migrations)
+}
+
+/// The versions of `backend`'s migrations, oldest first.
+pub(super) fn versions(backend: Backend) -> Vec<i64> {
+    let mut out: Vec<i64> = migrator(backend)
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 pub(super) fn migration(

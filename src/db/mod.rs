@@ -18,10 +18,7 @@ use scan::{ORDER_BARS, SELECT_BARS, SeriesTracker};
 pub use scan::{Scan, ScanRow, ScanStream, VALUE_COLUMNS, Window};
 pub use sqlite::sqlite_without_memory_statistics;
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, Utc};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::config::{DatabaseConfig, redact_url};
@@ -125,6 +122,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How a connection may use the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Read and write; a SQLite file (and its folder) is created when missing.
+    Create,
+    /// Read and write an existing database; nothing is created.
+    Existing,
+    /// Read only.
+    ReadOnly,
+}
+
 #[derive(Clone, Debug)]
 enum Inner {
     Sqlite(SqlitePool),
@@ -144,26 +152,52 @@ macro_rules! on_pool {
 
 impl Store {
     /// Connects to the database named by `config.url`; the scheme picks the backend.
-    /// A SQLite file and its folder are created on first use.
+    /// A SQLite file and its folder are created on first use (as `migrate` needs).
     pub async fn connect(config: &DatabaseConfig) -> Result<Self> {
-        Self::open(config, false).await
+        Self::open(config, Access::Create).await
+    }
+
+    /// Connects to a database that `quiver migrate` has brought up to date, creating nothing:
+    /// [`Error::NotMigrated`] when a SQLite file is not there, or when a migration of this
+    /// build is not applied (quiver's tables missing or older).
+    pub async fn connect_migrated(config: &DatabaseConfig) -> Result<Self> {
+        let store = Self::open(config, Access::Existing).await?;
+        let applied = store.applied_migrations().await?;
+        let missing: Vec<i64> = migrations::versions(store.backend())
+            .into_iter()
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if missing.is_empty() {
+            return Ok(store);
+        }
+        let detail = if applied.is_empty() {
+            "has no quiver tables".to_string()
+        } else {
+            let list: Vec<String> = missing.iter().map(i64::to_string).collect();
+            format!("lacks migration {}", list.join(", "))
+        };
+        store.close().await;
+        Err(Error::NotMigrated {
+            database: store.described(),
+            detail,
+        })
     }
 
     /// Connects for reading only: a SQLite file opened read-only (and `query_only`), PostgreSQL
     /// sessions whose transactions are read-only, so no statement or function can write
     /// through it (the shell's `live.market_data`).
     pub async fn connect_read_only(config: &DatabaseConfig) -> Result<Self> {
-        Self::open(config, true).await
+        Self::open(config, Access::ReadOnly).await
     }
 
-    async fn open(config: &DatabaseConfig, read_only: bool) -> Result<Self> {
+    async fn open(config: &DatabaseConfig, access: Access) -> Result<Self> {
         let url = config.url.as_str();
         let connecting = || format!("connecting to {}", redact_url(url));
         let inner = if url.starts_with("sqlite:") {
-            Inner::Sqlite(sqlite::connect(url, read_only).await.context(connecting)?)
+            Inner::Sqlite(sqlite::connect(url, access).await.context(connecting)?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Inner::Postgres(
-                postgres::connect(config, read_only)
+                postgres::connect(config, access == Access::ReadOnly)
                     .await
                     .context(connecting)?,
             )
@@ -176,7 +210,7 @@ impl Store {
                 ),
             });
         };
-        tracing::debug!(url = %redact_url(url), read_only, "connected");
+        tracing::debug!(url = %redact_url(url), ?access, "connected");
         let direct = match &inner {
             Inner::Sqlite(p) => Some(std::sync::Arc::new(sqlite::Direct::new(p))),
             Inner::Postgres(_) => None,
@@ -187,6 +221,29 @@ impl Store {
             schema: config.schema.clone(),
             direct,
         })
+    }
+
+    /// Closes every connection, waiting for those in use to come back. On SQLite the last
+    /// connection to close checkpoints the write-ahead log into the database file, so a copy
+    /// of the file alone holds every row; commands and the daemon call this before exiting.
+    pub async fn close(&self) {
+        match &self.inner {
+            Inner::Sqlite(p) => {
+                if let Some(direct) = &self.direct {
+                    direct.close();
+                }
+                p.close().await
+            }
+            Inner::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// The database as messages name it: the URL without its password, and the schema.
+    pub fn described(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("database {} (schema {schema})", self.redacted_url()),
+            None => format!("database {}", self.redacted_url()),
+        }
     }
 
     /// The backend in use.
@@ -308,6 +365,15 @@ impl Store {
             Inner::Postgres(p) => postgres::delete(p, filter).await,
         }
         .context(|| "deleting bars".into())
+    }
+
+    /// Counts the bars matching `filter`, per timeframe (ordered by name).
+    pub async fn count_bars(&self, filter: &BarFilter) -> Result<Vec<(String, i64)>> {
+        match &self.inner {
+            Inner::Sqlite(p) => sqlite::count(p, filter).await,
+            Inner::Postgres(p) => postgres::count(p, filter).await,
+        }
+        .context(|| "counting bars".into())
     }
 
     /// Reads the bars matching `filter`, ordered by `(symbol, timeframe, ts)`.

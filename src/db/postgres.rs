@@ -276,6 +276,18 @@ fn filtered(
     q
 }
 
+pub(super) async fn count(pool: &PgPool, filter: &BarFilter) -> Result<Vec<(String, i64)>> {
+    let q = filtered(
+        "SELECT timeframe, COUNT(*) AS bars FROM market_data",
+        filter,
+        " GROUP BY timeframe ORDER BY timeframe",
+    );
+    let rows = q.fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("timeframe")?, r.try_get("bars")?)))
+        .collect()
+}
+
 pub(super) async fn delete(pool: &PgPool, filter: &BarFilter) -> Result<u64> {
     let q = filtered("DELETE FROM market_data", filter, "");
     Ok(q.execute(pool).await?.rows_affected())

@@ -9,7 +9,7 @@
 //!
 //! quiver writes the commit JSON itself instead of going through delta-rs: its commit path
 //! loads the whole table state to commit a change, so its cost grows with the number of files
-//! (the README gives the figures), while a quiver commit costs what it changes.
+//! (docs/BENCHMARKS.md gives the figures), while a quiver commit costs what it changes.
 
 pub mod actions;
 pub mod checkpoint;

@@ -78,6 +78,9 @@ pub struct ImportOptions {
     pub epoch: EpochUnit,
     /// Accept binary float prices in Parquet files, rounded to 8 decimals.
     pub floats: bool,
+    /// Skip rows whose prices and volume are all `null` or empty (Yahoo's days without data)
+    /// instead of refusing the file; they are counted in [`FileReport::skipped`].
+    pub skip_null_rows: bool,
     /// What to do with bars already stored.
     pub on_conflict: OnConflict,
 }
@@ -91,6 +94,7 @@ impl Default for ImportOptions {
             tz: Tz::UTC,
             epoch: EpochUnit::Auto,
             floats: false,
+            skip_null_rows: false,
             on_conflict: OnConflict::Error,
         }
     }
@@ -105,6 +109,8 @@ pub struct FileReport {
     pub format: Format,
     /// Bars read.
     pub bars: usize,
+    /// Rows skipped for holding no prices ([`ImportOptions::skip_null_rows`]).
+    pub skipped: u64,
 }
 
 /// What an import did.
@@ -139,6 +145,7 @@ pub async fn import_files(
     options: &ImportOptions,
 ) -> Result<ImportReport> {
     let started = std::time::Instant::now();
+    let paths = &expand(paths)?;
     let size = paths
         .iter()
         .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
@@ -163,6 +170,7 @@ pub async fn import_files(
             }
         }
     }
+    no_empty_file(&files)?;
     let all = parsed.bars.len();
     if in_order && all > written && writing.write(store, &parsed.bars[written..]).await {
         written = all;
@@ -209,12 +217,54 @@ pub async fn read_files(
     options: &ImportOptions,
 ) -> Result<(Vec<FileReport>, Parsed)> {
     let shown = indicatif::ProgressBar::hidden();
-    let mut items = stream::spawn(paths.to_vec(), options.clone(), shown);
+    let mut items = stream::spawn(expand(paths)?, options.clone(), shown);
     let (mut files, mut parsed) = (Vec::new(), Parsed::default());
     while let Some(item) = items.next().await? {
         parsed.take(item, &mut files);
     }
+    no_empty_file(&files)?;
     Ok((files, parsed))
+}
+
+/// The files to import: each path given, a folder standing for the files in it (not in its
+/// subfolders, hidden ones left out) in name order.
+fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::with_capacity(paths.len());
+    for path in paths {
+        if !path.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let mut inside = Vec::new();
+        for entry in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+            let entry = entry.map_err(|e| Error::io(path, e))?;
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if !hidden && entry.path().is_file() {
+                inside.push(entry.path());
+            }
+        }
+        if inside.is_empty() {
+            return Err(Error::Format {
+                file: path.clone(),
+                message: "the folder holds no files to import".into(),
+            });
+        }
+        inside.sort();
+        out.extend(inside);
+    }
+    Ok(out)
+}
+
+/// A file that held no bar (a header alone) is refused: it is more likely a failed download
+/// than a series without bars.
+fn no_empty_file(files: &[FileReport]) -> Result<()> {
+    match files.iter().find(|f| f.bars == 0 && f.skipped == 0) {
+        Some(f) => Err(Error::Format {
+            file: f.path.clone(),
+            message: "the file holds no bars".into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// An import's one write transaction, begun with its first bars; a failed write ends the
@@ -364,6 +414,7 @@ impl Parsed {
                     path,
                     format,
                     bars: 0,
+                    skipped: 0,
                 });
                 None
             }
@@ -375,6 +426,7 @@ impl Parsed {
                     };
                 if let Some(file) = files.last_mut() {
                     file.bars += chunk.rows.len();
+                    file.skipped += chunk.skipped;
                 }
                 let from = self.bars.len();
                 self.runs.push(from);

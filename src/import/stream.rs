@@ -38,16 +38,22 @@ pub(super) enum Item {
 #[derive(Debug)]
 pub(super) struct Chunk {
     pub(super) rows: Vec<(Bar, u64)>,
+    /// Rows skipped as empty (`--skip-null-rows`).
+    pub(super) skipped: u64,
     /// Every bar's key is greater than the one before: no bar is in the chunk twice.
     pub(super) increasing: bool,
 }
 
 impl Chunk {
     /// Sorts `rows` into key order (a chunk of a file already in that order costs a scan).
-    pub(super) fn new(mut rows: Vec<(Bar, u64)>) -> Chunk {
+    pub(super) fn new(mut rows: Vec<(Bar, u64)>, skipped: u64) -> Chunk {
         rows.sort_unstable_by(key_order);
         let increasing = rows.windows(2).all(|w| key(&w[0].0) < key(&w[1].0));
-        Chunk { rows, increasing }
+        Chunk {
+            rows,
+            skipped,
+            increasing,
+        }
     }
 }
 
@@ -154,7 +160,7 @@ fn parse_jobs(queue: &Mutex<mpsc::Receiver<Job>>, results: &channel::Sender<Mess
         let parsed = job
             .parser
             .parse(&job.text[job.from..], job.line, &mut symbols);
-        let item = parsed.map(|bars| Some(Item::Bars(Chunk::new(bars))));
+        let item = parsed.map(|(bars, skipped)| Some(Item::Bars(Chunk::new(bars, skipped))));
         if results.blocking_send((job.place, item)).is_err() {
             return; // the import stopped
         }
@@ -248,7 +254,7 @@ impl FileReader {
             }) {
                 return Ok(Err(stop));
             }
-            return Ok(self.send_item(Item::Bars(Chunk::new(rows))));
+            return Ok(self.send_item(Item::Bars(Chunk::new(rows, 0))));
         }
         let text = utf8(path, first, offset)?;
         let (format, body) = FileParser::start(path, &text, options)?;

@@ -16,7 +16,7 @@ pub fn read_text(
     if let Some(start) = start {
         let parser = &start.parser;
         let body = &text[start.body_at..];
-        let rows = parser.parse(body, start.body_line, &mut HashMap::new())?;
+        let (rows, skipped) = parser.parse(body, start.body_line, &mut HashMap::new())?;
         let file = stream::Item::File {
             path: path.into(),
             format,
@@ -25,7 +25,10 @@ pub fn read_text(
         };
         let mut files = Vec::new();
         parsed.take(file, &mut files);
-        parsed.take(stream::Item::Bars(stream::Chunk::new(rows)), &mut files);
+        parsed.take(
+            stream::Item::Bars(stream::Chunk::new(rows, skipped)),
+            &mut files,
+        );
     }
     Ok(format)
 }
@@ -62,6 +65,12 @@ impl FileParser {
     ) -> Result<(Format, Option<Body>)> {
         let text = start.strip_prefix('\u{feff}').unwrap_or(start);
         let bom = start.len() - text.len();
+        if text.trim().is_empty() {
+            return Err(Error::Format {
+                file: path.into(),
+                message: "the file is empty".into(),
+            });
+        }
         let first_line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         let format = match options.format {
             Format::Parquet => {
@@ -137,13 +146,14 @@ impl FileParser {
     /// Parses and checks the rows of `text`, whose first line is line `first_line` of the file,
     /// into bars with their lines; stops at the first bad row. `text` holds whole lines, and no
     /// quoted field runs into it from before. `symbols` keeps each spelling of a symbol parsed
-    /// once: files of a whole market repeat each symbol on many lines.
+    /// once: files of a whole market repeat each symbol on many lines. Also returns how many
+    /// rows without prices were skipped ([`ImportOptions::skip_null_rows`]).
     pub(super) fn parse(
         &self,
         text: &str,
         first_line: u64,
         symbols: &mut HashMap<Box<str>, Symbol>,
-    ) -> Result<Vec<(Bar, u64)>> {
+    ) -> Result<(Vec<(Bar, u64)>, u64)> {
         let (path, format, options) = (self.path.as_path(), self.format, &self.options);
         let mut layout = self.layout.clone();
         let layout = &mut layout;
@@ -158,6 +168,7 @@ impl FileParser {
         // One record, refilled line after line.
         let mut record = csv::StringRecord::new();
         let mut bars = Vec::with_capacity(text.len() / 48);
+        let mut skipped = 0u64;
         while reader
             .read_record(&mut record)
             .map_err(|e| csv_error(path, offset, &e))?
@@ -185,6 +196,28 @@ impl FileParser {
                 }
             }
             let get = |i: usize| record.get(i).unwrap_or("").trim();
+            let values = [
+                layout.open,
+                layout.high,
+                layout.low,
+                layout.close,
+                layout.volume,
+            ];
+            if values.iter().all(|&i| is_null(get(i))) {
+                // Yahoo's downloads hold such rows for days without data.
+                if options.skip_null_rows {
+                    skipped += 1;
+                    continue;
+                }
+                return Err(fail(
+                    line,
+                    &layout.names[layout.open],
+                    format!(
+                        "a row without prices ({:?}); pass --skip-null-rows to skip such rows",
+                        get(layout.open)
+                    ),
+                ));
+            }
             let symbol = match &self.symbol {
                 Value::Column(i) => match symbols.get(get(*i)) {
                     Some(symbol) => symbol.clone(),
@@ -227,7 +260,7 @@ impl FileParser {
             }
             bars.push((bar, line));
         }
-        Ok(bars)
+        Ok((bars, skipped))
     }
 }
 
@@ -261,6 +294,11 @@ pub(super) fn csv_error(path: &Path, offset: u64, e: &csv::Error) -> Error {
             message: e.to_string(),
         },
     }
+}
+
+/// A field that holds no value: empty, or `null` as Yahoo writes it.
+fn is_null(s: &str) -> bool {
+    s.is_empty() || s.eq_ignore_ascii_case("null")
 }
 
 pub(super) fn is_integer(s: &str) -> bool {

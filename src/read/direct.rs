@@ -3,7 +3,7 @@
 //!
 //! Through a DataFusion Parquet scan every file costs its own opener (schema adaptation,
 //! pruning predicates, a row filter, an async reader): about 0.25 ms each, measured on W1 over
-//! eight files (see the README), which a one-symbol year of twelve month files paid twelve
+//! eight files (see docs/BENCHMARKS.md), which a one-symbol year of twelve month files paid twelve
 //! times. Here each file costs a row selection, built from the `ts` page index already parsed
 //! for planning, and a synchronous decode of the pages it selects from the mapping; a window
 //! that starts or ends inside a page decodes `ts` first and the other columns only for the

@@ -77,6 +77,7 @@ pub use versions::{LoadedVersion, Versions};
 
 use crate::cache::{AsOf, Cache, TABLE, schema};
 use crate::config::{Config, IoMode, ReadConfig};
+use crate::db::SeriesSummary;
 use crate::error::{Error, Result};
 use crate::model::{Symbol, Timeframe, format_ts, ts_from_micros};
 
@@ -359,6 +360,48 @@ impl Reader {
         };
         let checked = require_some_range(merged, start, wanted > 0, range_of);
         Ok(BarStream::new(checked, start, self.clone(), started))
+    }
+
+    /// The series the cache holds at `as_of`, ordered by symbol and then by bar length:
+    /// each with its first and last bar and its number of bars, from the table's manifest
+    /// (no data file is read).
+    pub async fn series(&self, as_of: AsOf) -> Result<Vec<SeriesSummary>> {
+        let version = self.version_at(as_of).await?;
+        let mut out = Vec::new();
+        for key in version.state.series_keys() {
+            let files = version.series(&key.symbol, &key.timeframe);
+            let (Some(first), Some(last)) = (
+                files.iter().map(|f| f.min_ts).min(),
+                files.iter().map(|f| f.max_ts).max(),
+            ) else {
+                continue;
+            };
+            out.push(SeriesSummary {
+                symbol: key.symbol.clone(),
+                timeframe: key.timeframe.clone(),
+                bars: files.iter().map(|f| f.rows).sum::<u64>() as i64,
+                first: ts_from_micros(first)?,
+                last: ts_from_micros(last)?,
+            });
+        }
+        let length = |tf: &str| {
+            Timeframe::parse(tf)
+                .map(|t| (t.fixed_micros().unwrap_or(i64::MAX), t.count))
+                .unwrap_or((i64::MAX, u32::MAX))
+        };
+        out.sort_by(|a, b| {
+            (
+                a.symbol.as_str(),
+                length(&a.timeframe),
+                a.timeframe.as_str(),
+            )
+                .cmp(&(
+                    b.symbol.as_str(),
+                    length(&b.timeframe),
+                    b.timeframe.as_str(),
+                ))
+        });
+        Ok(out)
     }
 
     /// The latest bar of a series.

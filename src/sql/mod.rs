@@ -40,7 +40,7 @@ pub use live::LiveTable;
 
 use crate::config::{Config, DatabaseConfig};
 use crate::error::{Error, Result};
-use crate::output::{SqlFormat, write_result};
+use crate::output::{SqlFormat, write_expanded, write_result};
 use crate::read::Reader;
 
 /// Schema under which the database's own table appears.
@@ -55,6 +55,9 @@ pub struct ShellOptions {
     pub maxrows: Option<usize>,
     /// Print each statement's time.
     pub timing: bool,
+    /// Tables show each row as a block of `column | value` lines (`\x`, psql's expanded
+    /// display): for wide rows.
+    pub expanded: bool,
 }
 
 impl Default for ShellOptions {
@@ -63,6 +66,7 @@ impl Default for ShellOptions {
             format: SqlFormat::Table,
             maxrows: Some(40),
             timing: false,
+            expanded: false,
         }
     }
 }
@@ -107,11 +111,12 @@ live.market_data (the database, read-only). Meta-commands:
   \\d                 list tables and views
   \\d NAME            columns and types of a table or view
   \\timing [on|off]   show each statement's time
+  \\x [on|off]        expanded display: each row as `column | value` lines
   \\format NAME       output as table, csv, json or ndjson
   \\maxrows N         rows a table shows at most (0: all)
   \\i FILE            run the statements of FILE
   \\?                 this help
-  \\q                 quit (or Ctrl-D); Ctrl-C cancels a running query";
+  \\q                 quit (or exit, quit, Ctrl-D); Ctrl-C cancels a running query";
 
 impl Shell {
     /// A shell over the configured cache, with the configured database as `live`.
@@ -241,19 +246,23 @@ impl Shell {
     pub async fn run_statements(&mut self, sql: &str, out: &mut dyn Write) -> Result<()> {
         for statement in DFParser::parse_sql_with_dialect(sql, &GenericDialect {})? {
             let result = self.statement(statement, sql).await?;
-            write_result(
-                &result.schema,
-                &result.batches,
-                self.options.format,
-                self.options.maxrows,
-                out,
-            )?;
+            if self.options.expanded && self.options.format == SqlFormat::Table {
+                write_expanded(&result.schema, &result.batches, self.options.maxrows, out)?;
+            } else {
+                write_result(
+                    &result.schema,
+                    &result.batches,
+                    self.options.format,
+                    self.options.maxrows,
+                    out,
+                )?;
+            }
             if self.options.timing {
                 let line = format!("Time: {:.3} ms", result.elapsed.as_secs_f64() * 1e3);
                 if self.options.format == SqlFormat::Table {
                     writeln!(out, "{line}").map_err(|e| Error::io("<stdout>", e))?;
                 } else {
-                    eprintln!("{line}");
+                    let _ = writeln!(std::io::stderr(), "{line}");
                 }
             }
         }
@@ -308,18 +317,14 @@ impl Shell {
                 )?;
             }
             ("\\timing", arg) => {
-                self.options.timing = match arg {
-                    None => !self.options.timing,
-                    Some("on") => true,
-                    Some("off") => false,
-                    Some(other) => {
-                        return Err(Error::invalid(format!(
-                            "\\timing takes on or off, not {other:?}"
-                        )));
-                    }
-                };
+                self.options.timing = toggle(command, arg, self.options.timing)?;
                 let state = if self.options.timing { "on" } else { "off" };
                 write(out, &format!("Timing is {state}."))?;
+            }
+            ("\\x", arg) => {
+                self.options.expanded = toggle(command, arg, self.options.expanded)?;
+                let state = if self.options.expanded { "on" } else { "off" };
+                write(out, &format!("Expanded display is {state}."))?;
             }
             ("\\format", Some(name)) => {
                 self.options.format = SqlFormat::parse(name)?;
@@ -409,6 +414,18 @@ fn ends_statement(text: &str) -> bool {
         }
     });
     last == Some(';')
+}
+
+/// A meta-command's `on`/`off` argument; none flips the setting.
+fn toggle(command: &str, argument: Option<&str>, current: bool) -> Result<bool> {
+    match argument {
+        None => Ok(!current),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(Error::invalid(format!(
+            "{command} takes on or off, not {other:?}"
+        ))),
+    }
 }
 
 /// True when `text` holds nothing but whitespace and comments.

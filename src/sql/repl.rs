@@ -181,16 +181,43 @@ impl Highlighter for SqlHelper {
     }
 }
 
+/// Every line is taken as typed: the loop gathers a statement's lines itself, so each line
+/// after the first gets the continuation prompt, as in psql.
 impl Validator for SqlHelper {
-    /// Enter runs the input once it ends with `;` (or is a meta-command); before that it
-    /// starts a new line of the same statement.
-    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
-        let input = ctx.input().trim();
-        if input.is_empty() || input.starts_with('\\') || ends_statement(input) {
-            Ok(ValidationResult::Valid(None))
-        } else {
-            Ok(ValidationResult::Incomplete)
-        }
+    fn validate(&self, _ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
+        Ok(ValidationResult::Valid(None))
+    }
+}
+
+/// The prompt of a new statement.
+const PROMPT: &str = "quiver> ";
+/// The prompt of a statement's next line (psql's `-#`/`->` in spirit).
+const CONTINUATION: &str = "quiver-> ";
+
+/// What a typed line does to the statement being gathered (`pending`, the lines before it).
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// Leave: `exit` or `quit` on a line of its own, with nothing gathered (psql 11).
+    Leave,
+    /// Run what is gathered, this line included: it ends a statement or is a meta-command.
+    Run,
+    /// Keep gathering.
+    More,
+}
+
+fn classify(pending: &str, line: &str) -> Line {
+    let word = line.trim().trim_end_matches(';').trim();
+    if pending.trim().is_empty()
+        && (word.eq_ignore_ascii_case("exit") || word.eq_ignore_ascii_case("quit"))
+    {
+        return Line::Leave;
+    }
+    let all = format!("{pending}{line}");
+    let all = all.trim();
+    if (pending.trim().is_empty() && all.starts_with('\\')) || ends_statement(all) {
+        Line::Run
+    } else {
+        Line::More
     }
 }
 
@@ -225,22 +252,44 @@ pub async fn run(shell: &mut Shell, out: &mut dyn Write) -> Result<()> {
     // Ctrl-C that comes the moment a statement starts still cancels it.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| Error::invalid(format!("cannot watch Ctrl-C: {e}")))?;
+    // The lines of a statement typed so far.
+    let mut pending = String::new();
     loop {
-        let names = shell.completion_names().await;
-        if let Some(helper) = editor.helper_mut() {
-            helper.names = names;
+        if pending.is_empty() {
+            let names = shell.completion_names().await;
+            if let Some(helper) = editor.helper_mut() {
+                helper.names = names;
+            }
         }
-        let line = tokio::task::block_in_place(|| editor.readline("quiver> "));
-        let input = match line {
-            Ok(input) => input,
-            // Ctrl-C at the prompt drops the line, as in psql.
-            Err(ReadlineError::Interrupted) => continue,
+        let prompt = if pending.is_empty() {
+            PROMPT
+        } else {
+            CONTINUATION
+        };
+        let line = tokio::task::block_in_place(|| editor.readline(prompt));
+        let line = match line {
+            Ok(line) => line,
+            // Ctrl-C at the prompt drops what was typed, as in psql.
+            Err(ReadlineError::Interrupted) => {
+                pending.clear();
+                continue;
+            }
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(readline_error(e)),
         };
-        if input.trim().is_empty() {
+        if pending.is_empty() && line.trim().is_empty() {
             continue;
         }
+        match classify(&pending, &line) {
+            Line::Leave => break,
+            Line::More => {
+                pending.push_str(&line);
+                pending.push('\n');
+                continue;
+            }
+            Line::Run => {}
+        }
+        let input = std::mem::take(&mut pending) + &line;
         let _ = editor.add_history_entry(input.as_str());
         let outcome = tokio::select! {
             r = shell.run_script(&input, "<stdin>", out) => Some(r),
@@ -302,4 +351,22 @@ pub fn one_line(e: &Error) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Line, classify};
+
+    #[test]
+    fn lines_gather_until_a_statement_ends() {
+        assert_eq!(classify("", "SELECT 1"), Line::More);
+        assert_eq!(classify("SELECT 1\n", "FROM t;"), Line::Run);
+        assert_eq!(classify("", "SELECT 1;"), Line::Run);
+        assert_eq!(classify("", "\\d"), Line::Run);
+        assert_eq!(classify("", "  exit  "), Line::Leave);
+        assert_eq!(classify("", "QUIT;"), Line::Leave);
+        // Inside a statement, `exit` is a column name like any other.
+        assert_eq!(classify("SELECT\n", "exit"), Line::More);
+        assert_eq!(classify("SELECT 'a;\n", "b'"), Line::More);
+    }
 }

@@ -140,6 +140,8 @@ pub struct Syncer {
     grown: BTreeSet<PartitionKey>,
     /// Partitions that may hold more than one file: what idle compaction looks at.
     backlog: BTreeSet<PartitionKey>,
+    /// When the held-back partitions were last warned about (`None`: none held).
+    held_warned: Option<Instant>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -186,6 +188,7 @@ impl Syncer {
             since_checkpoint: (0, 0),
             maintenance: None,
             next_vacuum: Instant::now() + VACUUM_FIRST,
+            held_warned: None,
             view_at: None,
             grown: BTreeSet::new(),
             backlog: BTreeSet::new(),

@@ -154,14 +154,15 @@ impl Syncer {
         changes: Changes,
         position: FeedPosition,
         removed: usize,
-        held: BTreeMap<String, String>,
+        held: Held,
     ) -> Result<PassReport> {
-        let held_back = held.len();
+        let held_back = held.reasons.len();
         let mark = SyncMark {
             position: position.clone(),
             source: self.source.clone(),
             writer: String::new(),
-            held,
+            held: held.reasons,
+            held_since: held.since,
         };
         let started = Instant::now();
         let version = match self
@@ -236,11 +237,17 @@ impl Syncer {
     /// each partition that is newly held or held for another reason (once, not at every
     /// pass), and each released.
     pub(super) fn held_after(
-        &self,
+        &mut self,
         cleared: Option<&[&PartitionKey]>,
         newly: Vec<(PartitionKey, Box<str>)>,
-    ) -> BTreeMap<String, String> {
+    ) -> Held {
         let before = self.held().cloned().unwrap_or_default();
+        let since_before = self
+            .state
+            .as_ref()
+            .and_then(|s| s.sync_mark())
+            .map(|m| m.held_since.clone())
+            .unwrap_or_default();
         let mut held = before.clone();
         match cleared {
             None => held.clear(),
@@ -253,6 +260,7 @@ impl Syncer {
         for (key, reason) in newly {
             let dir = key.dir();
             if before.get(&dir).map(String::as_str) != Some(&*reason) {
+                self.held_warned = Some(Instant::now());
                 tracing::warn!(
                     partition = %dir,
                     reason = %reason,
@@ -264,6 +272,44 @@ impl Syncer {
         for dir in before.keys().filter(|d| !held.contains_key(*d)) {
             tracing::info!(partition = %dir, "partition no longer held back: published");
         }
-        held
+        let now = chrono::Utc::now().timestamp_millis();
+        let since = held
+            .keys()
+            .map(|dir| (dir.clone(), since_before.get(dir).copied().unwrap_or(now)))
+            .collect();
+        Held {
+            reasons: held,
+            since,
+        }
     }
+
+    /// Repeats the warning about the partitions the newest version holds back, at most once
+    /// per `every` (the daemon calls it after each pass): a held partition stays behind the
+    /// table until its row is fixed, and a warning logged once scrolls away.
+    pub fn warn_held(&mut self, every: std::time::Duration) {
+        let Some(held) = self.held() else {
+            self.held_warned = None;
+            return;
+        };
+        if self.held_warned.is_some_and(|at| at.elapsed() < every) {
+            return;
+        }
+        let count = held.len();
+        let list: Vec<String> = held.iter().map(|(p, why)| format!("{p} ({why})")).collect();
+        self.held_warned = Some(Instant::now());
+        tracing::warn!(
+            partitions = count,
+            held = %list.join("; "),
+            "partitions still held back at their last good version; fix the rows in SQL"
+        );
+    }
+}
+
+/// The partitions a version holds back: why, and since when.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    /// Partition folder → the row and why.
+    pub(super) reasons: BTreeMap<String, String>,
+    /// Partition folder → when it was first held (ms since the epoch).
+    pub(super) since: BTreeMap<String, i64>,
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::cache::{Cache, History, LoadOptions};
+use crate::cache::{Cache, History, LoadOptions, Source};
 use crate::config::CacheConfig;
 use crate::db::Store;
 use crate::error::Result;
@@ -45,11 +45,17 @@ pub struct Status {
     /// Partitions held back at their last good version by a row the cache cannot hold
     /// exactly: partition folder → the row and why.
     pub held_back: std::collections::BTreeMap<String, String>,
+    /// When each held-back partition was first held: it is behind the table since then.
+    pub held_back_since: std::collections::BTreeMap<String, DateTime<Utc>>,
+    /// Set when the cache mirrors another database than the one configured: which one, and
+    /// what to do (`quiver sync` refuses until `--full` rebuilds it).
+    pub mirrors_other: Option<String>,
     /// The change-feed position it is consistent with.
     pub position: Option<FeedPosition>,
     /// Change-log entries committed since (0: the cache is current).
     pub pending_changes: u64,
-    /// Seconds the cache is behind: 0 when current, else the age of the newest version.
+    /// Seconds the cache is behind: 0 when current, else the age of the newest version, or
+    /// since a partition was first held back when that is longer.
     pub lag_seconds: Option<f64>,
     /// How long replaced versions stay readable, in seconds.
     pub retention_seconds: u64,
@@ -82,12 +88,34 @@ pub async fn status(store: &Store, cache: &Cache, settings: &CacheConfig) -> Res
     let pending = store
         .pending_changes(position.as_ref().unwrap_or(&FeedPosition::Start))
         .await?;
+    let now = Utc::now().timestamp_millis();
+    let mark = state.as_ref().and_then(|s| s.sync_mark());
+    let held_since = mark.map(|m| m.held_since.clone()).unwrap_or_default();
     let lag = state.as_ref().map(|s| {
-        if pending == 0 {
-            0.0
-        } else {
-            (Utc::now().timestamp_millis() - s.committed_ms()).max(0) as f64 / 1e3
-        }
+        let behind_since = held_since
+            .values()
+            .copied()
+            .chain((pending > 0).then(|| s.committed_ms()))
+            .min();
+        behind_since.map_or(0.0, |since| (now - since).max(0) as f64 / 1e3)
+    });
+    let here = Source {
+        backend: store.backend().to_string(),
+        url: store.redacted_url(),
+        schema: store.schema().map(str::to_string),
+    };
+    let mirrors_other = mark.filter(|m| m.source != here).map(|m| {
+        format!(
+            "the cache mirrors {} ({}{}), not the configured database; `quiver sync --full` \
+             rebuilds it from this one",
+            m.source.url,
+            m.source.backend,
+            m.source
+                .schema
+                .as_deref()
+                .map(|s| format!(", schema {s}"))
+                .unwrap_or_default()
+        )
     });
     let partitions = state.as_ref().map(|s| s.partitions()).unwrap_or_default();
     let counts: Vec<usize> = partitions.values().map(Vec::len).collect();
@@ -112,11 +140,12 @@ pub async fn status(store: &Store, cache: &Cache, settings: &CacheConfig) -> Res
             .iter()
             .filter(|&&n| n > settings.compact_files)
             .count(),
-        held_back: state
-            .as_ref()
-            .and_then(|s| s.sync_mark())
-            .map(|m| m.held.clone())
-            .unwrap_or_default(),
+        held_back: mark.map(|m| m.held.clone()).unwrap_or_default(),
+        held_back_since: held_since
+            .iter()
+            .filter_map(|(p, &ms)| Some((p.clone(), DateTime::from_timestamp_millis(ms)?)))
+            .collect(),
+        mirrors_other,
         position,
         pending_changes: pending,
         lag_seconds: lag,

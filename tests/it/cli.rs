@@ -197,9 +197,9 @@ async fn quickstart_on_the_embedded_default() {
         "{stdout}"
     );
     for row in [
-        "| FESX      | 1m        | 30889 | 2006-01-02T08:01:00Z | 2006-02-27T21:00:00Z |",
-        "| NVDA      | 1d        | 4012  | 1999-01-22T00:00:00Z | 2014-12-31T00:00:00Z |",
-        "| ^STOXX50E | 5m        | 2142  | 2006-01-02T08:05:00Z | 2006-01-30T16:30:00Z |",
+        "| FESX      | 1m        | 2006-01-02T08:01:00Z | 2006-02-27T21:00:00Z | 30889 |",
+        "| NVDA      | 1d        | 1999-01-22T00:00:00Z | 2014-12-31T00:00:00Z | 4012  |",
+        "| ^STOXX50E | 5m        | 2006-01-02T08:05:00Z | 2006-01-30T16:30:00Z | 2142  |",
     ] {
         assert!(stdout.contains(row), "missing {row}\n{stdout}");
     }
@@ -235,6 +235,53 @@ async fn quickstart_on_the_embedded_default() {
         "{again}"
     );
     assert!(again.contains("sync: cache is up to date"), "{again}");
+
+    // It prints the import commands it runs, time zones included: run from the repository
+    // root, each gives the same bars (refused here, each one as a bar already stored).
+    for (command, first) in [
+        (
+            "quiver import data/samples/2006-min-005.txt --symbol '^STOXX50E' --timeframe 5m \
+             --tz Europe/Berlin  # 2142 bars (backtrader)",
+            "^STOXX50E 5m 2006-01-02T08:05:00Z",
+        ),
+        (
+            "quiver import data/samples/2006-01-02-volume-min-001.txt --symbol FESX \
+             --timeframe 1m --tz Europe/Berlin  # 30889 bars (backtrader)",
+            "FESX 1m 2006-01-02T08:01:00Z",
+        ),
+        (
+            "quiver import data/samples/nvda-1999-2014.txt --symbol NVDA --timeframe 1d --tz UTC  \
+             # 4012 bars (yahoo)",
+            "NVDA 1d 1999-01-22T00:00:00Z",
+        ),
+    ] {
+        assert!(stdout.contains(command), "missing {command}\n{stdout}");
+        let args: Vec<String> = command
+            .split("  #")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|a| a.trim_matches('\'').to_string())
+            .map(|a| match a.strip_prefix("data/") {
+                Some(rest) => sample(rest.trim_start_matches("samples/"))
+                    .display()
+                    .to_string(),
+                None => a,
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = quiver_in(dir.path(), &args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "quiver: bar {first} already exists (use --on-conflict skip or replace); \
+                 nothing was written\n"
+            ),
+            "{args:?}"
+        );
+    }
 }
 
 /// `--config` picks a file whose relative paths count from its own folder; the variables

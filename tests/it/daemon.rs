@@ -118,7 +118,8 @@ both!(
     kill_9_at_every_step_leaves_the_cache_readable_and_exact,
     daemon_follows_writes_and_stops_on_sigterm,
     status_and_verify_report_the_cache,
-    a_bad_row_holds_back_only_its_partition
+    a_bad_row_holds_back_only_its_partition,
+    monitoring_counts_a_held_partition_while_it_is_held,
 );
 
 async fn kill_9_at_every_step_leaves_the_cache_readable_and_exact(db: TestDb) {
@@ -255,22 +256,17 @@ fn metric(body: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
 }
 
-async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
-    import_sample(&db, "2006-01-02-volume-min-001.txt", "FESX", "1m").await;
+/// Starts the daemon with `args` (which serve metrics) and waits for its endpoint: the
+/// daemon, the endpoint's address, and a thread draining its log (so it never blocks on a
+/// full pipe) that returns the whole log once the daemon ends.
+fn daemon_with_metrics(
+    db: &TestDb,
+    args: &[&str],
+) -> (Spawned, String, std::thread::JoinHandle<String>) {
     let mut child = db.spawn(
-        command(
-            &db,
-            &[
-                "--log-format",
-                "json",
-                "sync",
-                "--watch",
-                "--metrics",
-                "127.0.0.1:0",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped()),
+        command(db, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
     );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut log = String::new();
@@ -285,12 +281,27 @@ async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
             break rest.split('/').next().unwrap().to_string();
         }
     };
-    // Keep draining the log so the daemon never blocks on a full pipe.
     let drain = std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-        rest
+        log + &rest
     });
+    (child, addr, drain)
+}
+
+async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
+    import_sample(&db, "2006-01-02-volume-min-001.txt", "FESX", "1m").await;
+    let (mut child, addr, drain) = daemon_with_metrics(
+        &db,
+        &[
+            "--log-format",
+            "json",
+            "sync",
+            "--watch",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
     db.wait_mirrored(None, Duration::from_secs(20)).await;
     let rows = db.count().await as f64;
     // The counters move just after the version is visible: scrape until they show it.
@@ -351,10 +362,10 @@ async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    let rest = drain.join().unwrap();
-    assert!(rest.contains("SIGTERM: stopping"), "{log}{rest}");
+    let log = drain.join().unwrap();
+    assert!(log.contains("SIGTERM: stopping"), "{log}");
     // --log-format json: every line one object with its level and message.
-    for l in log.lines().chain(rest.lines()) {
+    for l in log.lines() {
         let v: serde_json::Value =
             serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}"));
         assert!(
@@ -362,7 +373,7 @@ async fn metrics_endpoint_reports_passes_rows_and_lag(db: TestDb) {
             "{l}"
         );
     }
-    assert!(rest.contains("\"message\":\"published\""), "{rest}");
+    assert!(log.contains("\"message\":\"published\""), "{log}");
 }
 
 async fn daemon_follows_writes_and_stops_on_sigterm(db: TestDb) {
@@ -602,4 +613,130 @@ async fn a_bad_row_holds_back_only_its_partition(db: TestDb) {
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["held_back"], serde_json::json!({}), "{s}");
     assert_mirrored(&db, "after the bad row was fixed").await;
+}
+
+/// While a partition is held back, every monitor says so for as long as it lasts: the gauge
+/// (also after passes with nothing new), `/healthz` (200, naming it), `status --max-lag`
+/// (behind since the first held change), and a warning repeated at `sync.held_warning`. A
+/// `status` against another database says the cache mirrors a different one.
+async fn monitoring_counts_a_held_partition_while_it_is_held(db: TestDb) {
+    let bars = crate::harness::generated(2, 2, "1h", 5);
+    db.store
+        .insert_bars(&bars, quiver::OnConflict::Error)
+        .await
+        .unwrap();
+    let config = db.file(
+        "monitor.toml",
+        "[sync]\npoll_interval = \"100ms\"\nheld_warning = \"300ms\"\n",
+    );
+    let config = config.to_str().unwrap();
+    let (child, addr, drain) = daemon_with_metrics(
+        &db,
+        &[
+            "--config",
+            config,
+            "sync",
+            "--watch",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    db.wait_mirrored(None, Duration::from_secs(20)).await;
+    let last = bars.iter().map(|b| b.ts_micros()).max().unwrap();
+    let bad_ts = last + 3_600_000_000;
+    let (ts, bad) = match db.kind {
+        Kind::Sqlite => (bad_ts.to_string(), "'1.123456789', '2', '1', '1.5', '10'"),
+        Kind::Postgres => (
+            format!("to_timestamp({bad_ts} / 1e6)"),
+            "'NaN', 'NaN', 'NaN', 'NaN', '10'",
+        ),
+    };
+    db.plain_sql(&format!(
+        "INSERT INTO market_data VALUES ('SYM001', '1h', {ts}, {bad});"
+    ))
+    .await;
+    let held = quiver::cache::PartitionKey::of("SYM001", "1h", bad_ts)
+        .unwrap()
+        .dir();
+    let started = Instant::now();
+    loop {
+        let (_, body) = http_get(&addr, "/metrics");
+        if metric(&body, "quiver_sync_held_back_partitions") == 1.0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Many passes with nothing new later, it is still held and still counted.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        metric(&body, "quiver_sync_held_back_partitions"),
+        1.0,
+        "{body}"
+    );
+    let (status, body) = http_get(&addr, "/healthz");
+    assert_eq!(status, "HTTP/1.1 200 OK", "a live daemon is healthy");
+    assert_eq!(body, format!("ok; partitions held back: 1\n{held}\n"));
+
+    let out = run(&db, &["status", "--max-lag", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("s behind the table (--max-lag 1s)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(&format!("{held} since ")),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&db, &["status", "--format", "json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(s["lag_seconds"].as_f64().unwrap() >= 1.5, "{s}");
+    assert!(s["held_back_since"][&held].is_string(), "{s}");
+    assert_eq!(s["mirrors_other"], serde_json::Value::Null, "{s}");
+
+    let (_, code, _) = terminate(child, libc::SIGTERM);
+    assert_eq!(code, Some(0));
+    let log = drain.join().unwrap();
+    assert!(
+        log.matches("partitions still held back").count() >= 2,
+        "the warning repeats: {log}"
+    );
+    assert!(log.contains(&held), "{log}");
+
+    // Fixed in SQL, one pass later nothing is behind.
+    let fix = match db.kind {
+        Kind::Sqlite => format!("UPDATE market_data SET open = '1.5' WHERE ts = {ts};"),
+        Kind::Postgres => format!(
+            "UPDATE market_data SET open = 1.5, high = 2, low = 1, close = 1.5 WHERE ts = {ts};"
+        ),
+    };
+    db.plain_sql(&fix).await;
+    sync_ok(&db);
+    let out = run(&db, &["status", "--max-lag", "1s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Another database: status says the cache is not its mirror.
+    let other = format!("sqlite://{}", db.path("other.db").display());
+    let out = run(&db, &["--database-url", &other, "migrate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(
+        &db,
+        &["--database-url", &other, "status", "--format", "json"],
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let said = s["mirrors_other"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("the cache mirrors ") && said.contains("quiver sync --full"),
+        "{s}"
+    );
+    let out = run(&db, &["--database-url", &other, "status"]);
+    assert!(
+        text(&out.stdout).contains("| warning "),
+        "{}",
+        text(&out.stdout)
+    );
 }

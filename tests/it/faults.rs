@@ -5,7 +5,7 @@
 //! what was published meanwhile was always the table at some committed state.
 //!
 //! Every test prints how many faults it caused (`cargo test -- --nocapture faults` shows them);
-//! the README's table of faults comes from those lines.
+//! the table of faults in docs/MANUAL.md comes from those lines.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};

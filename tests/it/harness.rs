@@ -82,6 +82,7 @@ impl TestDb {
             cache: CacheConfig::new(dir.path().join("cache")),
             sync: SyncConfig {
                 poll_interval: std::time::Duration::from_millis(100),
+                ..SyncConfig::default()
             },
             read: ReadConfig::default(),
         };

@@ -37,6 +37,7 @@ both!(
     whole_market_compressed_files,
     large_files_are_written_while_read_and_still_all_or_nothing,
     parquet_files,
+    real_downloads_null_rows_empty_files_and_folders,
 );
 
 async fn every_bundled_sample_imports_exactly(db: TestDb) {
@@ -786,7 +787,10 @@ async fn parquet_files(db: TestDb) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Format { .. }) && err.to_string().contains("binary floats"),
+        matches!(err, Error::Format { .. })
+            && err.to_string().contains("binary floats")
+            && err.to_string().contains("--round-floats")
+            && err.to_string().contains("floats=True"),
         "{err}"
     );
     let rounded = ImportOptions {
@@ -893,4 +897,105 @@ async fn parquet_files(db: TestDb) {
     .unwrap_err();
     assert!(err.to_string().contains("not a Parquet file"), "{err}");
     assert_eq!(db.count().await, before, "nothing written by the bad files");
+}
+
+/// What real downloads hold: Yahoo's `null` rows (refused with the flag that skips them, or
+/// skipped and counted), an empty file or a header alone (refused, named), and a folder of
+/// files imported in name order as one all-or-nothing import.
+async fn real_downloads_null_rows_empty_files_and_folders(db: TestDb) {
+    let quiver = |args: &[&str]| db.quiver(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let header = "Date,Open,High,Low,Close,Adj Close,Volume\n";
+    db.file(
+        "yahoo.csv",
+        &format!(
+            "{header}2020-03-19,10,11,9,10.5,10.1,1000\n2020-03-20,null,null,null,null,null,null\n\
+             2020-03-23,10.5,12,10,11,10.6,1200\n"
+        ),
+    );
+    let import = ["import", "yahoo.csv", "--symbol", "Y", "--timeframe", "1d"];
+    let out = quiver(&import);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "quiver: yahoo.csv:3: Open: a row without prices (\"null\"); pass --skip-null-rows to \
+         skip such rows\n"
+    );
+    assert_eq!(db.count().await, 0);
+    let out = quiver(&[&import[..], &["--skip-null-rows"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("yahoo.csv: 2 bars (yahoo, 1 rows without prices skipped)\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(db.count().await, 2);
+
+    // An empty file, a header alone: refused by name, whatever the format.
+    db.file("empty.csv", "");
+    db.file("header.csv", header);
+    for (file, format, said) in [
+        (
+            "empty.csv",
+            "auto",
+            "quiver: empty.csv: the file is empty\n",
+        ),
+        (
+            "empty.csv",
+            "yahoo",
+            "quiver: empty.csv: the file is empty\n",
+        ),
+        (
+            "header.csv",
+            "auto",
+            "quiver: header.csv: the file holds no bars\n",
+        ),
+    ] {
+        let out = quiver(&[
+            "import",
+            file,
+            "--symbol",
+            "E",
+            "--timeframe",
+            "1d",
+            "--format",
+            format,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{file} {format}");
+        assert_eq!(text(&out.stderr), said);
+    }
+
+    // A folder: its files in name order, all or nothing.
+    let dir = db.path("downloads");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("b.csv"),
+        format!("{header}2021-01-05,2,3,1,2,2,10\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("a.csv"),
+        format!("{header}2021-01-04,1,2,1,2,2,10\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join(".hidden"), "not a bar file").unwrap();
+    let out = quiver(&["import", "downloads", "--symbol", "F", "--timeframe", "1d"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines[0], "downloads/a.csv: 1 bars (yahoo)", "{said}");
+    assert_eq!(lines[1], "downloads/b.csv: 1 bars (yahoo)", "{said}");
+    assert_eq!(db.count().await, 4);
+    std::fs::write(
+        dir.join("c.csv"),
+        format!("{header}2021-01-06,2,1,1,2,2,10\n"),
+    )
+    .unwrap();
+    let out = quiver(&["import", "downloads", "--symbol", "G", "--timeframe", "1d"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "quiver: downloads/c.csv:2: High: high 1 is below open 2\n"
+    );
+    assert_eq!(db.count().await, 4, "nothing of a.csv or b.csv as G");
 }

@@ -10,6 +10,7 @@ mod daemon;
 mod delta;
 mod faults;
 mod feed;
+mod first_run;
 mod import;
 mod live;
 mod props;

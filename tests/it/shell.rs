@@ -563,7 +563,7 @@ async fn golden_errors() {
         ),
         ("delete_refused", vec!["-c", "DELETE FROM live.market_data"]),
         ("file_line", vec!["-f", "bad.sql"]),
-        ("unknown_meta", vec!["-c", "\\x"]),
+        ("unknown_meta", vec!["-c", "\\y"]),
         ("missing_file", vec!["-f", "nowhere.sql"]),
     ];
     for (name, args) in cases {
@@ -606,10 +606,25 @@ async fn interactive_shell_cancels_with_ctrl_c() {
     p.exp_string("1.640625").unwrap();
     p.exp_string("quiver> ").unwrap();
 
-    // A statement over two lines runs at the `;`.
+    // A statement over two lines runs at the `;`; its second line has psql's kind of
+    // continuation prompt.
     p.send_line("SELECT 6 * 7").unwrap();
+    p.exp_string("quiver-> ").unwrap();
     p.send_line("AS answer;").unwrap();
     p.exp_string("42").unwrap();
+    p.exp_string("quiver> ").unwrap();
+
+    // \x shows each row as `column | value` lines, and toggles back.
+    p.send_line("\\x").unwrap();
+    p.exp_string("Expanded display is on.").unwrap();
+    p.send_line("SELECT symbol, close FROM market_data WHERE symbol = 'NVDA' ORDER BY ts LIMIT 1;")
+        .unwrap();
+    p.exp_string("-[ RECORD 1 ]").unwrap();
+    p.exp_string("symbol | NVDA").unwrap();
+    p.exp_string("close  | 1.640625").unwrap();
+    p.exp_string("(1 row)").unwrap();
+    p.send_line("\\x").unwrap();
+    p.exp_string("Expanded display is off.").unwrap();
     p.exp_string("quiver> ").unwrap();
 
     // A query that would run for minutes, cancelled.
@@ -631,13 +646,22 @@ async fn interactive_shell_cancels_with_ctrl_c() {
     p.send_line("\\q").unwrap();
     p.exp_eof().unwrap();
 
-    // Ctrl-D at an empty prompt leaves too.
+    // Ctrl-D at an empty prompt leaves too, and so do `exit` and `quit` (not inside a
+    // statement, where they are names).
     let mut command = cli.command();
     command.env("TERM", "xterm");
     let mut p = rexpect::session::spawn_command(command, Some(30_000)).unwrap();
     p.exp_string("quiver> ").unwrap();
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
+    for word in ["exit", "quit"] {
+        let mut command = cli.command();
+        command.env("TERM", "xterm");
+        let mut p = rexpect::session::spawn_command(command, Some(30_000)).unwrap();
+        p.exp_string("quiver> ").unwrap();
+        p.send_line(word).unwrap();
+        p.exp_eof().unwrap();
+    }
 
     let history = std::fs::read_to_string(cli.db.path("history.txt")).unwrap();
     assert!(history.contains("SELECT 'still here' AS s;"), "{history}");

@@ -56,6 +56,10 @@ pub struct SyncMark {
     /// cannot be held exactly: partition folder (`tf=…/sym=…/period=…`) → the row and why.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub held: std::collections::BTreeMap<String, String>,
+    /// When each held partition was first held back (ms since the epoch): from then on it
+    /// is behind the table, whatever later passes publish.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub held_since: std::collections::BTreeMap<String, i64>,
 }
 
 /// A removed file still kept on disk for older versions and the queries reading them.

@@ -17,10 +17,11 @@ mod scan;
 
 pub(super) use scan::{Direct, scan, scan_sqlx};
 
+use super::{Access, SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker};
 use super::{
     BarFilter, FilterSql, FilterValue, ORDER_BARS, OnConflict, SELECT_BARS, SeriesSummary,
 };
-use super::{SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker};
+use crate::config::redact_url;
 use crate::error::{Error, Result};
 use crate::feed::{ChangeBatch, ChangedDay, DayChange, FeedPosition};
 use crate::model::{
@@ -38,7 +39,7 @@ const INSERT_ROWS: usize = 1000;
 
 /// Turns off SQLite's memory statistics for this process: every allocation SQLite makes then
 /// skips a process-wide mutex. A bulk write of 1M bars spends 0.68 s instead of 0.83 s
-/// writing (measured side by side on the import bench's file, see the README). quiver reads no
+/// writing (measured side by side on the import bench's file, see docs/BENCHMARKS.md). quiver reads no
 /// SQLite memory statistics. Does nothing once SQLite has started in this process.
 ///
 /// # Safety
@@ -62,13 +63,21 @@ pub unsafe fn sqlite_without_memory_statistics() {
     }
 }
 
-pub(super) async fn connect(url: &str, read_only: bool) -> Result<SqlitePool> {
+pub(super) async fn connect(url: &str, access: Access) -> Result<SqlitePool> {
     let options = SqliteConnectOptions::from_str(url)?;
+    let file = options.get_filename().to_path_buf();
+    if access != Access::Create && !file.exists() {
+        return Err(Error::NotMigrated {
+            database: format!("database {}", redact_url(url)),
+            detail: format!("does not exist ({} is missing)", file.display()),
+        });
+    }
+    let read_only = access == Access::ReadOnly;
     let options = if read_only {
         options.read_only(true).pragma("query_only", "ON")
     } else {
         options
-            .create_if_missing(true)
+            .create_if_missing(access == Access::Create)
             .journal_mode(SqliteJournalMode::Wal)
     };
     let options = options
@@ -79,10 +88,9 @@ pub(super) async fn connect(url: &str, read_only: bool) -> Result<SqlitePool> {
         // (a 1M-bar import wrote in 1.73 s instead of 1.91 s); existing files keep theirs.
         .page_size(16384)
         .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
-    let file = options.get_filename();
     if let Some(dir) = file
         .parent()
-        .filter(|d| !d.as_os_str().is_empty() && !read_only)
+        .filter(|d| !d.as_os_str().is_empty() && access == Access::Create)
     {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -415,6 +423,18 @@ fn filtered(
         };
     }
     q
+}
+
+pub(super) async fn count(pool: &SqlitePool, filter: &BarFilter) -> Result<Vec<(String, i64)>> {
+    let q = filtered(
+        "SELECT timeframe, COUNT(*) AS bars FROM market_data",
+        filter,
+        " GROUP BY timeframe ORDER BY timeframe",
+    );
+    let rows = q.fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("timeframe")?, r.try_get("bars")?)))
+        .collect()
 }
 
 pub(super) async fn delete(pool: &SqlitePool, filter: &BarFilter) -> Result<u64> {

@@ -140,6 +140,14 @@ impl Direct {
         Ok(conn)
     }
 
+    /// Closes the idle connections (a connection in use closes when its scan ends).
+    pub(in crate::db) fn close(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     fn give_back(&self, conn: rusqlite::Connection) {
         let mut idle = self
             .idle
