@@ -13,9 +13,11 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, StringArray,
+};
 use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::parquet::arrow::ProjectionMask;
@@ -33,6 +35,7 @@ const TS: usize = 2;
 
 /// One file of a direct read, its footer as the cache's schema, and the rows of it to decode
 /// (`None`: all of them).
+#[derive(Clone)]
 pub(super) struct DirectFile {
     file: Arc<OpenFile>,
     metadata: ArrowReaderMetadata,
@@ -42,6 +45,17 @@ pub(super) struct DirectFile {
     selection: Option<RowSelection>,
     /// The `ts` bounds rows must be within, when a selected page also holds rows outside them.
     bounds: Option<(i64, i64)>,
+    /// The columns to produce (indices into the cache's schema) and their schema; `None`: all.
+    projection: Option<(Arc<[usize]>, SchemaRef)>,
+}
+
+impl DirectFile {
+    /// The file producing only the columns `projection` names (indices into the cache's
+    /// schema, in output order): only the value columns among them are decoded.
+    pub(super) fn with_projection(mut self, projection: Arc<[usize]>, schema: SchemaRef) -> Self {
+        self.projection = Some((projection, schema));
+        self
+    }
 }
 
 /// The files of a series read in `ts` order, each with the pages that can hold a row of
@@ -87,6 +101,7 @@ pub(super) fn plan(
                 series: series.clone(),
                 selection,
                 bounds,
+                projection: None,
             })
             .collect(),
     ))
@@ -178,14 +193,60 @@ fn batches(
     batch_size: usize,
 ) -> Result<impl Iterator<Item = std::result::Result<RecordBatch, ArrowError>>> {
     let series = f.series;
-    let decoded = reader(f.file, f.metadata, f.selection, f.bounds, batch_size)?;
+    // The value columns decoded, in the file's order: those projected, else all of them
+    // (`ts` alone when only the series' columns are wanted: it gives the row count).
+    let leaves: Vec<usize> = match &f.projection {
+        None => (TS..8).collect(),
+        Some((p, _)) => {
+            let mut leaves: Vec<usize> = p.iter().copied().filter(|&i| i >= TS).collect();
+            leaves.sort_unstable();
+            leaves.dedup();
+            if leaves.is_empty() {
+                leaves.push(TS);
+            }
+            leaves
+        }
+    };
+    let decoded = reader(
+        f.file,
+        f.metadata,
+        f.selection,
+        f.bounds,
+        batch_size,
+        &leaves,
+    )?;
+    let projection = f.projection;
     Ok(decoded.map(move |batch| {
         let batch = batch?;
-        let (symbol, timeframe) = series.columns(batch.num_rows());
-        let mut columns = Vec::with_capacity(8);
-        columns.extend([symbol, timeframe]);
-        columns.extend(batch.columns().iter().cloned());
-        RecordBatch::try_new(crate::cache::schema(), columns)
+        let rows = batch.num_rows();
+        let Some((projection, schema)) = &projection else {
+            let (symbol, timeframe) = series.columns(rows);
+            let mut columns = Vec::with_capacity(8);
+            columns.extend([symbol, timeframe]);
+            columns.extend(batch.columns().iter().cloned());
+            return RecordBatch::try_new(crate::cache::schema(), columns);
+        };
+        let constant = projection
+            .iter()
+            .any(|&i| i < TS)
+            .then(|| series.columns(rows));
+        let columns = projection
+            .iter()
+            .map(|&i| match (i, &constant) {
+                (0, Some((symbol, _))) => Ok(symbol.clone()),
+                (1, Some((_, timeframe))) => Ok(timeframe.clone()),
+                _ => leaves
+                    .iter()
+                    .position(|&l| l == i)
+                    .map(|at| batch.column(at).clone())
+                    .ok_or_else(|| ArrowError::SchemaError(format!("no column {i} decoded"))),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
     }))
 }
 
@@ -195,13 +256,14 @@ fn reader(
     selection: Option<RowSelection>,
     bounds: Option<(i64, i64)>,
     batch_size: usize,
+    leaves: &[usize],
 ) -> Result<ParquetRecordBatchReader> {
     let path = || format!("decoding {}", file.path().display());
     let mut builder =
         ParquetRecordBatchReaderBuilder::new_with_metadata(Shared(file.clone()), metadata)
             .with_batch_size(batch_size);
-    // `ts` and the five values; the series' columns are constant (see `Series`).
-    let values = ProjectionMask::leaves(builder.parquet_schema(), TS..8);
+    // `ts` and the values asked for; the series' columns are constant (see `Series`).
+    let values = ProjectionMask::leaves(builder.parquet_schema(), leaves.iter().copied());
     builder = builder.with_projection(values);
     if let Some(selection) = selection {
         builder = builder.with_row_selection(selection);

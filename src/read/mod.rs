@@ -52,6 +52,7 @@ pub(crate) mod filter;
 mod merge;
 mod plan;
 mod request;
+mod scan;
 mod stream;
 mod table;
 mod versions;

@@ -5,8 +5,9 @@
 //! matching rows: equality and `IN` filters on `symbol` and `timeframe` select series exactly
 //! (every file holds one series, so those filters are answered by the file choice alone), and
 //! `ts` bounds drop files by their statistics' time range, so `ts` filters are applied only to
-//! files that straddle them. Inside those
-//! files DataFusion prunes row groups and pages by statistics and the page index. Files carry
+//! files that straddle them. A scan that reads values from files wholly inside its `ts`
+//! filters decodes them directly (`scan`); otherwise DataFusion's Parquet scan prunes row
+//! groups and pages by statistics and the page index inside the files. Files carry
 //! exact statistics (rows, `ts` range, the series), so `count(*)` and `min`/`max` of `ts` come
 //! from them; a scan of one series declares its `ts` order, so sorts on it are elided.
 
@@ -84,24 +85,92 @@ pub(crate) struct ScanSpec<'a> {
 /// declared order over many series makes DataFusion aggregate in sorted mode behind an
 /// order-preserving repartition, which drains one group before the next: measured on W3
 /// (daily VWAP of 50 symbols), 0.62 s on one core instead of 0.30 s on two.
-fn output_orderings(one_series: bool) -> Result<Vec<LexOrdering>> {
-    if one_series {
-        Ok(vec![
-            ordering(&["symbol", "timeframe", "ts"])?,
-            ordering(&["ts"])?,
-        ])
-    } else {
-        Ok(Vec::new())
+/// The orders a scan's output is in, over `schema` (the table's, or a projection of it): a
+/// scan of one series is in `ts` order (and so in `(symbol, timeframe, ts)` order); an order
+/// whose columns the projection leaves out is not declared.
+pub(super) fn output_orderings(one_series: bool, schema: &SchemaRef) -> Result<Vec<LexOrdering>> {
+    if !one_series {
+        return Ok(Vec::new());
     }
+    [&["symbol", "timeframe", "ts"][..], &["ts"][..]]
+        .into_iter()
+        .filter(|columns| columns.iter().all(|c| schema.index_of(c).is_ok()))
+        .map(|columns| ordering(columns, schema))
+        .collect()
 }
 
-fn ordering(columns: &[&str]) -> Result<LexOrdering> {
-    let schema = schema();
+/// The files in `(symbol, timeframe, ts)` order.
+pub(super) fn sorted<'a>(entries: &[&'a Arc<DataFile>]) -> Vec<&'a Arc<DataFile>> {
+    let mut sorted = entries.to_vec();
+    sorted.sort_by(|a, b| {
+        (&a.key.symbol, &a.key.timeframe, a.min_ts).cmp(&(
+            &b.key.symbol,
+            &b.key.timeframe,
+            b.min_ts,
+        ))
+    });
+    sorted
+}
+
+/// Whether the (sorted) files are all of one series.
+pub(super) fn one_series(sorted: &[&Arc<DataFile>]) -> bool {
+    sorted
+        .iter()
+        .all(|e| e.key.symbol == sorted[0].key.symbol && e.key.timeframe == sorted[0].key.timeframe)
+}
+
+/// The files (sorted by series, then time) dealt into at most `partitions` groups, as
+/// indices: each group in `(symbol, timeframe, ts)` order. One series is cut into contiguous
+/// runs of about equal rows, so the groups follow one another in time. Many series are dealt
+/// whole to the least loaded group, in series order, so the groups advance through the
+/// series side by side and an order-preserving merge above them keeps every core busy
+/// (contiguous halves would make it drain one group before starting the next).
+pub(super) fn groups(sorted: &[&Arc<DataFile>], partitions: usize) -> Vec<Vec<usize>> {
+    let groups = partitions.clamp(1, sorted.len().max(1));
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); groups];
+    if one_series(sorted) {
+        let rows: u64 = sorted.iter().map(|e| e.rows).sum();
+        let per_group = rows.div_ceil(groups as u64).max(1);
+        let (mut group, mut in_group) = (0, 0u64);
+        for (i, entry) in sorted.iter().enumerate() {
+            if in_group >= per_group && group + 1 < groups {
+                group += 1;
+                in_group = 0;
+            }
+            in_group += entry.rows;
+            out[group].push(i);
+        }
+    } else {
+        let mut load = vec![0u64; groups];
+        let mut current: Option<(usize, &str, &str)> = None;
+        for (i, entry) in sorted.iter().enumerate() {
+            let group = match current {
+                Some((g, symbol, timeframe))
+                    if symbol == entry.key.symbol && timeframe == entry.key.timeframe =>
+                {
+                    g
+                }
+                _ => load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, rows)| **rows)
+                    .map_or(0, |(g, _)| g),
+            };
+            current = Some((group, &entry.key.symbol, &entry.key.timeframe));
+            load[group] += entry.rows;
+            out[group].push(i);
+        }
+    }
+    out.retain(|g| !g.is_empty());
+    out
+}
+
+fn ordering(columns: &[&str], schema: &SchemaRef) -> Result<LexOrdering> {
     let exprs = columns
         .iter()
         .map(|name| {
             Ok(PhysicalSortExpr::new(
-                datafusion::physical_expr::expressions::col(name, &schema)?,
+                datafusion::physical_expr::expressions::col(name, schema)?,
                 SortOptions {
                     descending: false,
                     nulls_first: false,
@@ -157,14 +226,7 @@ pub(crate) fn scan_files(
         };
         return Ok(Arc::new(EmptyExec::new(projected)));
     }
-    let mut sorted: Vec<&Arc<DataFile>> = entries.to_vec();
-    sorted.sort_by(|a, b| {
-        (&a.key.symbol, &a.key.timeframe, a.min_ts).cmp(&(
-            &b.key.symbol,
-            &b.key.timeframe,
-            b.min_ts,
-        ))
-    });
+    let sorted = sorted(entries);
     let mut planned = Vec::with_capacity(sorted.len());
     let mut total = Statistics::new_unknown(&table_schema);
     total.num_rows = Precision::Exact(0);
@@ -180,52 +242,12 @@ pub(crate) fn scan_files(
                 .with_extension(open),
         );
     }
-    let one_symbol = sorted.iter().all(|e| e.key.symbol == sorted[0].key.symbol);
-    let one_timeframe = sorted
-        .iter()
-        .all(|e| e.key.timeframe == sorted[0].key.timeframe);
-    let groups = spec.partitions.clamp(1, planned.len());
-    let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
-    if one_symbol && one_timeframe {
-        // One series: contiguous runs of about equal rows, so each group is in `ts` order
-        // and the groups follow one another in time.
-        let rows: u64 = sorted.iter().map(|e| e.rows).sum();
-        let per_group = rows.div_ceil(groups as u64).max(1);
-        let (mut group, mut in_group) = (0, 0u64);
-        for (file, entry) in planned.into_iter().zip(&sorted) {
-            if in_group >= per_group && group + 1 < groups {
-                group += 1;
-                in_group = 0;
-            }
-            in_group += entry.rows;
-            file_groups[group].push(file);
-        }
-    } else {
-        // Many series: whole series dealt to the least loaded group, in series order. Each
-        // group stays in `(symbol, timeframe, ts)` order, and the groups advance through the
-        // series side by side, so an order-preserving merge above them keeps every core busy
-        // (contiguous halves would make it drain one group before starting the next).
-        let mut load = vec![0u64; groups];
-        let mut current: Option<(usize, &str, &str)> = None;
-        for (file, entry) in planned.into_iter().zip(&sorted) {
-            let group = match current {
-                Some((g, symbol, timeframe))
-                    if symbol == entry.key.symbol && timeframe == entry.key.timeframe =>
-                {
-                    g
-                }
-                _ => load
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, rows)| **rows)
-                    .map_or(0, |(g, _)| g),
-            };
-            current = Some((group, &entry.key.symbol, &entry.key.timeframe));
-            load[group] += entry.rows;
-            file_groups[group].push(file);
-        }
-    }
-    file_groups.retain(|g| !g.is_empty());
+    let one_series = one_series(&sorted);
+    let mut planned: Vec<Option<PartitionedFile>> = planned.into_iter().map(Some).collect();
+    let file_groups: Vec<Vec<PartitionedFile>> = groups(&sorted, spec.partitions)
+        .into_iter()
+        .map(|g| g.into_iter().filter_map(|i| planned[i].take()).collect())
+        .collect();
     let mut source = ParquetSource::new(table_schema.clone())
         .with_table_parquet_options(spec.parquet.clone())
         .with_parquet_file_reader_factory(Arc::new(OpenFileReaderFactory));
@@ -237,7 +259,7 @@ pub(crate) fn scan_files(
         .with_statistics(total)
         .with_projection_indices(spec.projection)?
         .with_limit(spec.limit)
-        .with_output_ordering(output_orderings(one_symbol && one_timeframe)?)
+        .with_output_ordering(output_orderings(one_series, &table_schema)?)
         .build();
     Ok(DataSourceExec::from_data_source(config))
 }
@@ -323,6 +345,31 @@ impl TableProvider for CacheTable {
                 }
                 (p, _) => p.cloned(),
             };
+            // A scan that decodes values, over files inside every `ts` filter, decodes them
+            // directly; a scan of the series' columns and `ts` alone keeps DataFusion's, which
+            // answers `count(*)` and `min`/`max(ts)` from the files' statistics.
+            let reads_values = projection.is_none_or(|p| p.iter().any(|&i| i > 2));
+            if predicate.is_none() && reads_values && !entries.is_empty() {
+                let direct = super::scan::direct_scan(
+                    &version,
+                    &entries,
+                    &self.files,
+                    projection,
+                    limit,
+                    state.config().target_partitions(),
+                );
+                match direct {
+                    Ok(Some(plan)) => return Ok(plan),
+                    Ok(None) => {}
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>
+                    {
+                        attempt += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let spec = ScanSpec {
                 projection: scan_projection.clone(),
                 predicate: predicate.clone(),

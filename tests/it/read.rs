@@ -23,7 +23,8 @@ both!(
     errors_are_typed,
     a_reader_follows_publications_and_keeps_its_snapshot,
     a_one_week_read_opens_only_the_files_and_row_groups_it_needs,
-    bars_and_latest_commands_print_every_format
+    bars_and_latest_commands_print_every_format,
+    sql_scans_of_values_decode_the_files_directly_and_exactly,
 );
 
 fn sym(s: &str) -> Symbol {
@@ -731,4 +732,111 @@ async fn bars_and_latest_commands_print_every_format(db: TestDb) {
         stderr.contains("slow bars query") && stderr.contains("elapsed_ms="),
         "{stderr}"
     );
+}
+
+/// A SQL scan that reads values from files inside its `ts` filters decodes quiver's files
+/// directly (no DataFusion Parquet scan, no opener per file) in any projection and order of
+/// columns, and gives exactly the table's rows; scans of the series' columns and `ts` alone
+/// keep DataFusion's scan, which answers from the files' statistics.
+async fn sql_scans_of_values_decode_the_files_directly_and_exactly(db: TestDb) {
+    db.store
+        .insert_bars(&generated(3, 25, "1m", 11), OnConflict::Error)
+        .await
+        .unwrap();
+    db.store
+        .insert_bars(&generated(2, 30, "1d", 12), OnConflict::Error)
+        .await
+        .unwrap();
+    syncer(&db).pass(false).await.unwrap();
+    let reader = reader(&db);
+    let plan_of = |sql: &'static str| {
+        let reader = reader.clone();
+        async move {
+            let df = reader.context().sql(sql).await.unwrap();
+            let plan = df.create_physical_plan().await.unwrap();
+            quiver::datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(true)
+                .to_string()
+        }
+    };
+    for (sql, direct) in [
+        ("SELECT * FROM market_data", true),
+        (
+            "SELECT close, symbol FROM market_data WHERE symbol = 'SYM002'",
+            true,
+        ),
+        (
+            "SELECT volume FROM market_data WHERE ts >= TIMESTAMP '2024-01-01T00:00:00Z'",
+            true,
+        ),
+        // Answered from the files' statistics: no scan at all.
+        ("SELECT count(*) FROM market_data", false),
+        (
+            "SELECT max(ts), symbol FROM market_data GROUP BY symbol",
+            false,
+        ),
+        (
+            "SELECT close FROM market_data WHERE ts > TIMESTAMP '2024-01-15T15:00:00Z'",
+            false,
+        ),
+    ] {
+        let plan = plan_of(sql).await;
+        assert_eq!(
+            plan.contains("StreamingTableExec"),
+            direct,
+            "{sql}:\n{plan}"
+        );
+        if direct {
+            assert!(!plan.contains("DataSourceExec"), "{sql}:\n{plan}");
+        }
+    }
+
+    // Every value, in the columns' own order and in another, equals the table's.
+    let all = db.store.read_bars(&BarFilter::default()).await.unwrap();
+    let batches = reader
+        .context()
+        .sql("SELECT * FROM market_data ORDER BY symbol, timeframe, ts")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for b in &batches {
+        quiver::read::decode_bars(b, &mut got).unwrap();
+    }
+    assert_eq!(got, all);
+    let sums = reader
+        .context()
+        .sql(
+            "SELECT symbol, timeframe, count(*) AS n, sum(close * volume) AS value, \
+             max(high) AS high FROM market_data GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = quiver::arrow::util::pretty::pretty_format_batches(&sums)
+        .unwrap()
+        .to_string();
+    for ((symbol, timeframe), bars) in &all
+        .chunk_by(|a, b| (a.symbol == b.symbol) && (a.timeframe == b.timeframe))
+        .map(|c| ((c[0].symbol.to_string(), c[0].timeframe.to_string()), c))
+        .collect::<Vec<_>>()
+    {
+        let value: rust_decimal::Decimal = bars.iter().map(|b| b.close * b.volume).sum();
+        let high = bars.iter().map(|b| b.high).max().unwrap();
+        let line = format!("| {symbol} | {timeframe} ");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&line))
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"));
+        assert!(
+            row.contains(&format!(" {} ", bars.len()))
+                && row.contains(&value.normalize().to_string())
+                && row.contains(&high.normalize().to_string()),
+            "{row} against {value} {high}"
+        );
+    }
 }
