@@ -69,6 +69,9 @@ fn exception(e: &quiver::Error, message: String) -> PyErr {
         E::InvalidRange { .. } => InvalidRangeError::new_err(message),
         E::EmptyCache { .. } => EmptyCacheError::new_err(message),
         E::Database { .. } | E::Sqlite { .. } | E::Migrate(_) => DatabaseError::new_err(message),
+        E::NotMigrated { .. } => {
+            DatabaseError::new_err(format!("{message} (from Python: Store.migrate())"))
+        }
         _ => Error::new_err(message),
     }
 }

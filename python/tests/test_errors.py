@@ -52,3 +52,19 @@ def test_database_errors(tmp_path):
         quiver.Store("postgres://postgres@127.0.0.1:1/none")
     with pytest.raises(quiver.Error, match="mysql"):
         quiver.Store("mysql://localhost/market")
+
+
+def test_writing_before_migrate_says_so(tmp_path):
+    from conftest import BACKEND, PG_URL, SCHEMA_PREFIX, _counter
+
+    if BACKEND == "sqlite":
+        store = quiver.Store(f"sqlite://{tmp_path / 'fresh.db'}")
+    else:
+        store = quiver.Store(PG_URL, schema=f"{SCHEMA_PREFIX}{next(_counter)}")
+    bars = minute_bars("AAA", utc(2024, 3, 1, 9, 0), 3)
+    with pytest.raises(quiver.DatabaseError, match=r"no quiver tables.*Store\.migrate\(\)"):
+        store.insert(bars)
+    with pytest.raises(quiver.DatabaseError, match="no quiver tables"):
+        store.delete("AAA")
+    store.migrate()
+    assert store.insert(bars)["written"] == 3
