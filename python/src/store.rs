@@ -126,7 +126,7 @@ impl Store {
                 )?;
                 RUNTIME.block_on(async {
                     match quiver::import::write_bars(&store, &bars, policy).await {
-                        Err(e) => Err(unmigrated(&store, e).await),
+                        Err(e) => Err(store.explain_unmigrated(e).await),
                         done => done,
                     }
                 })
@@ -167,7 +167,7 @@ impl Store {
         let store = self.inner.clone();
         run(py, async move {
             match store.delete_bars(&filter).await {
-                Err(e) => Err(unmigrated(&store, e).await),
+                Err(e) => Err(store.explain_unmigrated(e).await),
                 done => done,
             }
         })
@@ -220,24 +220,4 @@ pub(crate) fn sync<'py>(
     out.set_item("held_back", report.held_back)?;
     out.set_item("seconds", report.elapsed.as_secs_f64())?;
     Ok(out)
-}
-
-/// A database error on a database that has none of quiver's migrations applied becomes the
-/// advice to migrate (the command line checks before it starts; a `Store` is made before its
-/// `migrate()` is called, so it finds out here).
-async fn unmigrated(store: &quiver::Store, e: quiver::Error) -> quiver::Error {
-    let never_migrated = matches!(
-        e,
-        quiver::Error::Database { .. } | quiver::Error::Sqlite { .. }
-    ) && store
-        .applied_migrations()
-        .await
-        .is_ok_and(|applied| applied.is_empty());
-    if never_migrated {
-        return quiver::Error::NotMigrated {
-            database: store.described(),
-            detail: "has no quiver tables".into(),
-        };
-    }
-    e
 }

@@ -30,6 +30,9 @@ use crate::model::{Bar, Symbol, Timeframe};
 /// scans are expected to take longer, and a warning for each would be noise.
 const SLOW_STATEMENT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What [`Error::NotMigrated`] says of a database with none of quiver's migrations.
+const NO_TABLES: &str = "has no quiver tables";
+
 /// Which database holds the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -171,7 +174,7 @@ impl Store {
             return Ok(store);
         }
         let detail = if applied.is_empty() {
-            "has no quiver tables".to_string()
+            NO_TABLES.to_string()
         } else {
             let list: Vec<String> = missing.iter().map(i64::to_string).collect();
             format!("lacks migration {}", list.join(", "))
@@ -181,6 +184,26 @@ impl Store {
             database: store.described(),
             detail,
         })
+    }
+
+    /// `e`, an error of a statement on this database, as [`Error::NotMigrated`] when the
+    /// database has none of quiver's migrations applied: a caller that connected with
+    /// [`Store::connect`] and wrote before migrating (Python's `Store`) gets the advice the
+    /// command line gives before it starts. Any other error is returned as it is.
+    pub async fn explain_unmigrated(&self, e: Error) -> Error {
+        let from_database = matches!(e, Error::Database { .. } | Error::Sqlite { .. });
+        if from_database
+            && self
+                .applied_migrations()
+                .await
+                .is_ok_and(|applied| applied.is_empty())
+        {
+            return Error::NotMigrated {
+                database: self.described(),
+                detail: NO_TABLES.into(),
+            };
+        }
+        e
     }
 
     /// Connects for reading only: a SQLite file opened read-only (and `query_only`), PostgreSQL
