@@ -385,22 +385,12 @@ impl Reader {
                 last: ts_from_micros(last)?,
             });
         }
-        let length = |tf: &str| {
-            Timeframe::parse(tf)
+        // By symbol, then by bar length (1m before 1h before 1d), then by name.
+        out.sort_by_cached_key(|s| {
+            let length = Timeframe::parse(&s.timeframe)
                 .map(|t| (t.fixed_micros().unwrap_or(i64::MAX), t.count))
-                .unwrap_or((i64::MAX, u32::MAX))
-        };
-        out.sort_by(|a, b| {
-            (
-                a.symbol.as_str(),
-                length(&a.timeframe),
-                a.timeframe.as_str(),
-            )
-                .cmp(&(
-                    b.symbol.as_str(),
-                    length(&b.timeframe),
-                    b.timeframe.as_str(),
-                ))
+                .unwrap_or((i64::MAX, u32::MAX));
+            (s.symbol.clone(), length, s.timeframe.clone())
         });
         Ok(out)
     }
