@@ -7,19 +7,14 @@
 //! [`crate::db::BarWriter`] transaction, so an import is all-or-nothing: the first bad row stops
 //! it with its file, line, field and reason, and nothing is committed.
 
-use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 
 use crate::db::{BarWriter, OnConflict, Store, WriteReport};
 use crate::error::{Error, Result};
 use crate::frame::{FrameOptions, FrameReader};
-use crate::model::{
-    Bar, EpochUnit, Symbol, Timeframe, localize, parse_date, parse_decimal, parse_timestamp,
-};
+use crate::model::{Bar, EpochUnit, Symbol, Timeframe};
 use crate::progress;
 
 mod stream;

@@ -4,14 +4,19 @@
 //! decompression, parsing and the caller's writing overlap.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
+use chrono::{DateTime, Utc};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc as channel;
 
 use super::text::FileParser;
-use super::*;
+use super::{Format, ImportOptions, read_parquet};
+use crate::error::{Error, Result};
+use crate::model::{Bar, Timeframe};
 
 /// Text is cut into chunks of about this many bytes, each parsed on its own.
 pub(super) const CHUNK_BYTES: usize = 1 << 20;

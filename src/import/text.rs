@@ -1,7 +1,17 @@
 //! The text formats: sniffing a file's layout from its first line, then each line parsed and
 //! checked (Yahoo, backtrader, Binance klines, CSV with a header, one symbol or a market).
 
-use super::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveTime, Utc};
+use chrono_tz::Tz;
+
+use super::{Format, ImportOptions, Parsed, stream};
+use crate::error::{Error, Result};
+use crate::model::{
+    Bar, EpochUnit, Symbol, Timeframe, localize, parse_date, parse_decimal, parse_timestamp,
+};
 
 /// Parses the text of a file named `path` (used in messages) into `parsed` on the calling
 /// thread, its bars in key order; files are read by [`import_files`], which parses them in

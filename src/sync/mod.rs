@@ -31,7 +31,6 @@ pub use status::{Status, status};
 pub use verify::{Difference, VerifyReport, verify};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,14 +38,13 @@ use futures_util::StreamExt;
 
 use crate::cache::{
     Cache, Changes, DataFile, LoadOptions, PartitionData, PartitionKey, Period, PlainView, Source,
-    SyncMark, Table, TableState, VacuumReport,
+    Table, TableState, VacuumReport,
 };
 use crate::config::CacheConfig;
-use crate::db::{Scan, ScanStream, Store, Window};
+use crate::db::{ScanStream, Store};
 use crate::error::{Error, Result};
 use crate::feed::{DayChange, FeedPosition};
 use crate::model::Timeframe;
-use crate::progress;
 
 /// Partition files encoded and written at once.
 const PARALLEL_WRITES: usize = 8;

@@ -1,7 +1,17 @@
 //! The steps of a pass: a snapshot of the whole table, or the changed partitions applied
 //! (appends, rewrites, held-back partitions), then published as one commit and the view.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use super::partitions::{Written, discard, split_partitions, write_partitions};
+use super::{PassReport, Plan, Syncer};
+use crate::cache::{Changes, DataFile, PartitionKey, SyncMark};
+use crate::db::{Scan, Window};
+use crate::error::{Error, Result};
+use crate::feed::{DayChange, FeedPosition};
+use crate::progress;
 
 impl Syncer {
     /// The whole table as the next version: every partition written anew, every file of the

@@ -11,7 +11,6 @@
 //! step; a checkpoint drops `commitInfo`, so the position is read from the newest quiver commit
 //! at or after it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,14 +18,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::file::{PartitionData, encode};
-use super::layout::{PartitionKey, Period, SeriesKey};
-use crate::delta::checkpoint::{self, AddRef, RemoveRef};
+use super::layout::{PartitionKey, Period};
+use crate::delta::checkpoint;
 use crate::delta::{
     self, Action, Add, Format, LastCheckpoint, Log, LogEntryKind, Metadata, PartitionValues,
-    Protocol, Remove, Txn,
+    Protocol, Remove,
 };
 use crate::error::{Error, Result};
-use crate::feed::FeedPosition;
 use crate::model::Timeframe;
 
 /// The table's partition columns, in folder order.

@@ -2,7 +2,19 @@
 //! the commit that made it, and (for writers) the tombstones of removed files; built from a
 //! checkpoint and the commits after it.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Changes;
+use super::data_file::DataFile;
+use crate::cache::layout::{PartitionKey, SeriesKey};
+use crate::delta::checkpoint::{self, AddRef, RemoveRef};
+use crate::delta::{self, Action, Metadata, PartitionValues, Protocol, Txn};
+use crate::error::Result;
+use crate::feed::FeedPosition;
 
 /// The live files of one series, ordered by time. A partition's files are contiguous, and the
 /// files of a series never overlap in time: appends follow the last bar, rewrites and

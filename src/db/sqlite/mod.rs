@@ -4,29 +4,24 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use futures_util::StreamExt;
-
 mod scan;
 
 pub(super) use scan::{Direct, scan, scan_sqlx};
 
-use super::{Access, SLOW_STATEMENT, Scan, ScanRow, ScanStream, SeriesTracker};
+use super::{Access, SLOW_STATEMENT};
 use super::{
     BarFilter, FilterSql, FilterValue, ORDER_BARS, OnConflict, SELECT_BARS, SeriesSummary,
 };
 use crate::config::redact_url;
 use crate::error::{Error, Result};
 use crate::feed::{ChangeBatch, ChangedDay, DayChange, FeedPosition};
-use crate::model::{
-    Bar, Symbol, Timeframe, fixed8_from_text, format_ts, push_decimal_text, ts_from_micros,
-};
+use crate::model::{Bar, Symbol, Timeframe, format_ts, push_decimal_text, ts_from_micros};
 
 /// Rows per multi-row INSERT of the change log (through sqlx): 6 parameters each stays under
 /// SQLite's 32766 limit while amortising the per-statement round trip to sqlx's worker thread.

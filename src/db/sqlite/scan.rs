@@ -2,7 +2,17 @@
 //! reused read-only connections (several times faster than sqlx's row stream), or through
 //! sqlx where no file is at hand.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sqlx::{Row, SqlitePool};
+
+use super::filtered;
+use crate::db::{ORDER_BARS, SELECT_BARS, Scan, ScanRow, ScanStream, SeriesTracker};
+use crate::error::{Error, Result};
+use crate::model::fixed8_from_text;
+
 use crate::error::Context;
 
 pub(super) const SCAN_ALL: &str = "SELECT symbol, timeframe, ts, open, high, low, close, volume \
