@@ -393,86 +393,33 @@ fn completions_for_bash_zsh_and_fish() {
     assert!(made.is_empty(), "completions create nothing: {made:?}");
 }
 
-/// A command's `--help` lists its own options apart from the global ones.
+/// Every command's `--help` lists its own options apart from the global ones.
 #[test]
 fn help_puts_global_options_under_their_own_heading() {
+    use clap::CommandFactory;
     let dir = tempfile::tempdir().unwrap();
+    let commands: Vec<String> = quiver::cli::Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    assert!(commands.len() >= 16, "{commands:?}");
+    for command in &commands {
+        let help = ok(&quiver_in(dir.path(), &[command, "--help"])
+            .output()
+            .unwrap());
+        let (own, global) = help
+            .split_once("Global options:")
+            .unwrap_or_else(|| panic!("{command}: no global heading: {help}"));
+        assert!(!own.contains("--config"), "{command}: {help}");
+        assert!(
+            global.contains("--config") && global.contains("--database-url"),
+            "{command}: {help}"
+        );
+    }
     let help = ok(&quiver_in(dir.path(), &["import", "--help"])
         .output()
         .unwrap());
-    let (own, global) = help
-        .split_once("Global options:")
-        .unwrap_or_else(|| panic!("no global heading: {help}"));
-    assert!(
-        own.contains("--timeframe") && !own.contains("--config"),
-        "{help}"
-    );
-    assert!(
-        global.contains("--config") && global.contains("--database-url"),
-        "{help}"
-    );
+    let (own, global) = help.split_once("Global options:").unwrap();
+    assert!(own.contains("--timeframe"), "{help}");
     assert!(!global.contains("--timeframe"), "{help}");
-}
-
-/// A plain writer beside the daemon, as a user's own script is: Python's `sqlite3` with a 1 s
-/// busy timeout commits 10,000 single rows while the daemon syncs them; none of its commits
-/// fails on the daemon's own writes (the change-log upkeep), and the cache converges.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_sqlite_writer_beside_the_daemon_never_times_out() {
-    let db = TestDb::new(Kind::Sqlite).await;
-    db.insert_generated(2, 1, "1m", 3).await;
-    let mut daemon = crate::harness::Spawned(
-        db.quiver(&["sync", "--watch"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(daemon.0.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("watching for changes") {
-            break;
-        }
-    }
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    let script = r#"
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1], timeout=1.0)
-base = 1704067200000000  # 2024-01-01T00:00Z
-for i in range(10000):
-    con.execute(
-        "INSERT INTO market_data VALUES ('PLAIN', '1m', ?, '1.5', '2', '1', '1.25', '3')",
-        (base + i * 60000000,),
-    )
-    con.commit()
-con.close()
-print("committed 10000")
-"#;
-    let python = std::env::var("QUIVER_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = std::process::Command::new(python)
-        .args(["-c", script])
-        .arg(db.path("market.db"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "a plain writer's commit failed: {}",
-        text(&out.stderr)
-    );
-    assert_eq!(text(&out.stdout), "committed 10000\n");
-    db.wait_mirrored(Some(780 + 10_000), std::time::Duration::from_secs(60))
-        .await;
-    // SAFETY: kill(2) on the child's pid, which has not been reaped (Spawned waits on drop).
-    assert_eq!(
-        unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) },
-        0
-    );
-    assert!(daemon.0.wait().unwrap().success());
-    let log = drain.join().unwrap();
-    assert!(
-        !log.iter()
-            .any(|l| l.contains("WARN") || l.contains("ERROR")),
-        "{log:#?}"
-    );
 }
